@@ -1,0 +1,1 @@
+"""Input pipeline: records, video decoding, readers of real datasets, grain pipelines."""

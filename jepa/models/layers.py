@@ -1,0 +1,226 @@
+"""Transformer building blocks shared by every V-JEPA 2 model: init, 3-D RoPE, attention, pre-LN blocks.
+
+Parameters carry logical axis names (`embed`, `mlp`, `qkv`, `heads`, `layers`, ...) through
+`nnx.with_partitioning`; `jepa.sharding` maps them to mesh axes. Layers never name mesh axes.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Array = jax.Array
+
+
+# --- Initialisation ----------------------------------------------------------------------------------------
+def trunc_normal(std: float = 0.02, bound: float = 2.0):
+    """The reference's `trunc_normal_(std)`: normal(0, std) truncated to ABSOLUTE bounds [-bound, bound]."""
+
+    def init(key, shape, dtype=jnp.float32):
+        return (jax.random.truncated_normal(key, -bound / std, bound / std, shape, jnp.float32) * std).astype(dtype)
+
+    return init
+
+
+def dense(
+    din: int,
+    dout: int,
+    names: tuple[str | None, str | None],
+    *,
+    rngs: nnx.Rngs,
+    std: float = 0.02,
+    bias: bool = True,
+    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+) -> nnx.Linear:
+    """Linear layer with the reference init (trunc-normal kernel, zero bias) and logical axis names."""
+    return nnx.Linear(
+        din,
+        dout,
+        use_bias=bias,
+        kernel_init=nnx.with_partitioning(trunc_normal(std), names),
+        bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), (names[1],)),
+        dtype=dtype,
+        param_dtype=param_dtype,
+        rngs=rngs,
+    )
+
+
+def layer_norm(dim: int, eps: float, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32, affine=True):
+    return nnx.LayerNorm(
+        dim,
+        epsilon=eps,
+        use_bias=affine,
+        use_scale=affine,
+        scale_init=nnx.with_partitioning(nnx.initializers.ones_init(), ("norm",)),
+        bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), ("norm",)),
+        dtype=dtype,
+        param_dtype=param_dtype,
+        rngs=rngs,
+    )
+
+
+def as_dtype(name) -> jnp.dtype:
+    return jnp.dtype(name)
+
+
+# --- 3-D RoPE ----------------------------------------------------------------------------------------------
+def rope_sub_dim(head_dim: int) -> int:
+    """Dims rotated per axis (t, h, w): 2 * ((hd // 3) // 2). The remaining hd - 3 * Ds dims are not rotated."""
+    return 2 * ((head_dim // 3) // 2)
+
+
+def grid_positions(idx: Array, grid: tuple[int, int, int]) -> Array:
+    """Flat token ids in raster order (t, h, w) -> float positions [..., 3] on a (T', H', W') grid."""
+    _, gh, gw = grid
+    t = idx // (gh * gw)
+    rem = idx - t * (gh * gw)
+    h = rem // gw
+    w = rem - h * gw
+    return jnp.stack([t, h, w], axis=-1).astype(jnp.float32)
+
+
+def rope_tables(pos: Array, head_dim: int, mode: str = "reference", dtype=jnp.float32) -> tuple[Array, Array]:
+    """cos/sin tables [..., N, 1, 3*Ds] for positions [..., N, 3] (one sub-block each for t, h, w).
+
+    mode='reference' reproduces the released weights: frequencies are expanded by CONCATENATION
+    ([f0..f_{k-1}, f0..f_{k-1}]) while the rotation partner is the adjacent element, which is not a true rotation.
+    mode='rotation' expands by interleaving ([f0, f0, f1, f1, ...]), a true rotation of adjacent pairs.
+    Angles are computed in `dtype` (the reference computes them in the activation dtype).
+    """
+    ds = rope_sub_dim(head_dim)
+    half = ds // 2
+    omega = jnp.arange(half, dtype=dtype) / jnp.asarray(half, dtype)
+    omega = 1.0 / (jnp.asarray(10000.0, dtype) ** omega)  # [half]
+    freqs = pos.astype(dtype)[..., None] * omega  # [..., N, 3, half]
+    if mode == "reference":
+        freqs = jnp.concatenate([freqs, freqs], axis=-1)
+    elif mode == "rotation":
+        freqs = jnp.repeat(freqs, 2, axis=-1)
+    else:
+        raise ValueError(f"unknown rope mode {mode!r}")
+    freqs = freqs.reshape(*freqs.shape[:-2], 3 * ds)[..., None, :]  # [..., N, 1, 3*ds]
+    return jnp.cos(freqs), jnp.sin(freqs)
+
+
+def apply_rope(x: Array, tables: tuple[Array, Array]) -> Array:
+    """x [B, N, heads, hd]: rotate the first 3*Ds dims (t | h | w sub-blocks); leave the rest untouched."""
+    cos, sin = tables
+    r = cos.shape[-1]
+    xr, xp = x[..., :r], x[..., r:]
+    pairs = xr.reshape(*xr.shape[:-1], r // 2, 2)
+    partner = jnp.stack([-pairs[..., 1], pairs[..., 0]], axis=-1).reshape(xr.shape)  # y[2i]=-x[2i+1], y[2i+1]=x[2i]
+    out = xr * cos.astype(x.dtype) + partner * sin.astype(x.dtype)
+    return jnp.concatenate([out, xp], axis=-1) if xp.shape[-1] else out
+
+
+# --- Attention and blocks ----------------------------------------------------------------------------------
+def attention(q: Array, k: Array, v: Array, mask: Array | None = None) -> Array:
+    """Scaled dot-product attention over [B, N, heads, hd] through jax.nn.dot_product_attention.
+
+    `mask` is boolean, True where attention is allowed, broadcastable to [B, heads, Nq, Nk].
+    XLA picks fused kernels on GPU / TPU (cuDNN flash attention for bf16 on GPU).
+    """
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=q.shape[-1] ** -0.5)
+
+
+class MLP(nnx.Module):
+    def __init__(self, dim: int, hidden: int, *, rngs, std, dtype, param_dtype):
+        kw = dict(rngs=rngs, std=std, dtype=dtype, param_dtype=param_dtype)
+        self.fc1 = dense(dim, hidden, ("embed", "mlp"), **kw)
+        self.fc2 = dense(hidden, dim, ("mlp", "embed"), **kw)
+
+    def __call__(self, x: Array) -> Array:
+        return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))
+
+
+class SelfAttention(nnx.Module):
+    """Fused-qkv multi-head self-attention with optional 3-D RoPE and boolean mask."""
+
+    def __init__(self, dim: int, num_heads: int, *, qkv_bias=True, rngs, std, dtype, param_dtype):
+        kw = dict(rngs=rngs, std=std, dtype=dtype, param_dtype=param_dtype)
+        self.num_heads = num_heads
+        self.qkv = dense(dim, 3 * dim, ("embed", "qkv"), bias=qkv_bias, **kw)
+        self.proj = dense(dim, dim, ("heads", "embed"), **kw)
+
+    def qkv_heads(self, x: Array, rope: tuple[Array, Array] | None):
+        b, n, d = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        if rope is not None:
+            q, k = apply_rope(q, rope), apply_rope(k, rope)
+        return q, k, v
+
+    def __call__(self, x: Array, rope=None, mask=None) -> Array:
+        q, k, v = self.qkv_heads(x, rope)
+        o = attention(q, k, v, mask)
+        return self.proj(o.reshape(x.shape))
+
+
+class Block(nnx.Module):
+    """Pre-LN transformer block: x += attn(LN1(x)); x += mlp(LN2(x))."""
+
+    def __init__(self, dim, num_heads, mlp_dim, *, eps, qkv_bias=True, rngs, std=0.02, dtype=jnp.float32,
+                 param_dtype=jnp.float32):
+        kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.norm1 = layer_norm(dim, eps, **kw)
+        self.attn = SelfAttention(dim, num_heads, qkv_bias=qkv_bias, std=std, **kw)
+        self.norm2 = layer_norm(dim, eps, **kw)
+        self.mlp = MLP(dim, mlp_dim, std=std, **kw)
+
+    def __call__(self, x: Array, rope=None, mask=None) -> Array:
+        x = x + self.attn(self.norm1(x), rope, mask)
+        return x + self.mlp(self.norm2(x))
+
+
+class BlockStack(nnx.Module):
+    """`depth` blocks with parameters stacked on a leading `layers` axis, run with `lax.scan`.
+
+    Scanning keeps compile time flat in depth; `remat` checkpoints each block's activations. Parameter i of the
+    stack is block i of the reference (checkpoint conversion stacks them). The reference init divides block i's
+    (1-based) attn.proj and mlp.fc2 kernels by sqrt(2 i).
+    """
+
+    def __init__(self, depth: int, make_block: Callable[[nnx.Rngs], Block], *, rngs: nnx.Rngs, remat=False,
+                 rescale=True):
+        self.depth = depth
+        self.remat = remat
+
+        @nnx.split_rngs(splits=depth)
+        @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+        def create(r):
+            return make_block(r)
+
+        self.blocks = create(rngs)
+        if rescale:
+            scale = 1.0 / jnp.sqrt(2.0 * jnp.arange(1, depth + 1, dtype=jnp.float32))
+            for kernel in (self.blocks.attn.proj.kernel, self.blocks.mlp.fc2.kernel):
+                kernel.value = (kernel.value * scale[:, None, None].astype(kernel.value.dtype)).astype(kernel.value.dtype)
+
+    def __call__(self, x: Array, rope=None, mask=None, *, collect: bool = False):
+        """Returns the output, and (if collect) every block's output stacked as [depth, ...]."""
+        graphdef, state = nnx.split(self.blocks)
+
+        def body(h, layer_state):
+            blk = nnx.merge(graphdef, layer_state)
+            out = blk(h, rope, mask)
+            return out, (out if collect else None)
+
+        if self.remat:
+            body = jax.checkpoint(body, prevent_cse=False)
+        x, hs = jax.lax.scan(body, x, state)
+        return (x, hs) if collect else x
+
+
+def select_layers(hs: Array, layers: Sequence[int], depth: int) -> list[Array]:
+    """Pick block outputs by index (negative indices count from the end)."""
+    out = []
+    for i in layers:
+        j = i + depth if i < 0 else i
+        if not 0 <= j < depth:
+            raise ValueError(f"layer index {i} out of range for depth {depth}")
+        out.append(hs[j])
+    return out
