@@ -1,0 +1,42 @@
+"""Demo pretraining: a small ViT on the embedded synthetic motion videos, on a 2-core CPU in a few minutes.
+
+  jepa pretrain --config configs/pretrain/demo.py --workdir runs/demo/pretrain
+  jepa pretrain --config configs/pretrain/demo.py:smoke --workdir /tmp/smoke     # seconds, for tests
+"""
+import ml_collections
+
+from jepa.masking import BlockSpec
+from jepa.models.config import PredictorConfig, encoder_preset
+from jepa.sharding import DEFAULT_RULES
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    smoke = arg == "smoke"
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.model = ml_collections.ConfigDict()
+    c.model.encoder = encoder_preset("vit_test", width=96, depth=4, num_heads=4, mlp_dim=384, patch_size=8).to_dict()
+    c.model.predictor = PredictorConfig(embed_dim=96, width=64, depth=2, num_heads=4, mlp_dim=256,
+                                        num_mask_tokens=2).to_dict()
+    if smoke:
+        c.model.encoder.update(width=32, depth=1, num_heads=2, mlp_dim=64)
+        c.model.predictor.update(embed_dim=32, width=32, depth=1, num_heads=2, mlp_dim=64)
+    # Multi-block masks: short-range 8 x 0.15 and long-range 2 x 0.70, all time steps, aspect 0.75-1.5.
+    c.mask = [vars(BlockSpec(8, (0.15, 0.15))), vars(BlockSpec(2, (0.7, 0.7)))]
+
+    c.data = ml_collections.ConfigDict()
+    c.data.sources = [dict(glob="runs/demo/data/synthetic-train-*.array_record", weight=1.0)]
+    c.data.num_frames = 8
+    c.data.crop_size = 32 if smoke else 64
+    c.data.batch_size = 0  # set per process from train.batch_size
+    c.data.num_workers = 0
+
+    c.optim = ml_collections.ConfigDict(dict(
+        lr=1e-3, start_lr=2e-4, final_lr=1e-5, warmup_steps=40, cooldown_steps=60, weight_decay=0.04,
+        b1=0.9, b2=0.999, eps=1e-8, clip_norm=0.0, ema_start=0.996, ema_end=0.9995))
+    c.train = ml_collections.ConfigDict(dict(
+        steps=6 if smoke else 300, batch_size=8 if smoke else 16, accum_steps=1, mask_index=0,
+        checkpoint_every=3 if smoke else 100, keep_checkpoints=2, peak_tflops=0.0, export_model=True))
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
+    c.rules = [list(r) for r in DEFAULT_RULES]
+    return c

@@ -1,0 +1,1 @@
+"""Training: optimizer and schedules, pretraining, AC-predictor training, checkpoints, logging."""

@@ -1,0 +1,387 @@
+"""V-JEPA 2 pretraining on a device mesh: `jepa pretrain --config configs/pretrain/<name>.py --workdir DIR`.
+
+The core is one pure, jitted train step over a pytree state
+    {'step', 'params': {'encoder', 'predictor'}, 'target' (EMA encoder), 'opt_state', 'rng'}
+whose every leaf is created already sharded (FSDP through logical axis rules). Per step:
+  h = LN_noaffine(target_encoder(full clip)) ; for each mask generator g:
+      z = encoder(clip, keep=context_g) ; p = predictor(z, context_g, targets_g) ; loss_g = mean |p - h[targets_g]|
+  loss = mean_g loss_g ; AdamW ; target <- m * target + (1 - m) * encoder.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from jepa import distributed, sharding
+from jepa.config import load_config, split_args
+from jepa.masking import BlockSpec, MultiBlockMasker
+from jepa.models import Predictor, PredictorConfig, ViTConfig, VisionTransformer
+from jepa.train import optim
+from jepa.train.checkpoint import Checkpointer, StopSignal
+from jepa.train.flops import peak_flops_per_device, transformer_flops
+from jepa.train.logging import RunLogger
+
+
+class NonFiniteError(RuntimeError):
+    pass
+
+
+# --- Experiment description ---------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Experiment:
+    cfg: ml_collections.ConfigDict
+    encoder: ViTConfig
+    predictor: PredictorConfig
+    grid: tuple[int, int, int]
+    masker: MultiBlockMasker
+    mesh: jax.sharding.Mesh
+    rules: tuple
+    enc_def: Any
+    pred_def: Any
+    names: dict  # logical axis names of params
+    tx: optax.GradientTransformation
+    lr: optax.Schedule
+    ema: optax.Schedule
+
+
+def validate(cfg: ml_collections.ConfigDict) -> None:
+    """Fail before compiling, with one clear message, on configs that cannot work."""
+    errors = []
+    enc = cfg.model.encoder
+    crop, frames = cfg.data.crop_size, cfg.data.num_frames
+    if crop % enc.patch_size:
+        errors.append(f"data.crop_size {crop} is not divisible by model.encoder.patch_size {enc.patch_size}")
+    if frames % enc.tubelet_size:
+        errors.append(f"data.num_frames {frames} is not divisible by model.encoder.tubelet_size {enc.tubelet_size}")
+    if enc.width % enc.num_heads:
+        errors.append(f"model.encoder.width {enc.width} is not divisible by num_heads {enc.num_heads}")
+    if cfg.model.predictor.width % cfg.model.predictor.num_heads:
+        errors.append("model.predictor.width is not divisible by model.predictor.num_heads")
+    gb, acc = cfg.train.batch_size, cfg.train.accum_steps
+    if gb % jax.process_count():
+        errors.append(f"train.batch_size {gb} is not divisible by the {jax.process_count()} processes")
+    if acc < 1 or gb % acc:
+        errors.append(f"train.batch_size {gb} is not divisible by train.accum_steps {acc}")
+    if not cfg.mask:
+        errors.append("mask: at least one mask generator is needed")
+    try:
+        mesh = sharding.make_mesh(dict(cfg.mesh))
+        shards = math.prod(mesh.shape[a] for a in sharding.BATCH_AXES if a in mesh.shape)
+        if (gb // max(acc, 1)) % shards:
+            errors.append(f"micro-batch {gb // max(acc, 1)} is not divisible by the {shards} batch shards of mesh "
+                          f"{dict(mesh.shape)}")
+    except ValueError as e:
+        errors.append(str(e))
+    if errors:
+        raise ValueError("invalid config:\n  - " + "\n  - ".join(errors))
+
+
+def build(cfg: ml_collections.ConfigDict) -> Experiment:
+    validate(cfg)
+    enc_cfg = ViTConfig.from_dict(dict(cfg.model.encoder))
+    pred_cfg = PredictorConfig.from_dict({**dict(cfg.model.predictor), "embed_dim": enc_cfg.width})
+    grid = (cfg.data.num_frames // enc_cfg.tubelet_size, cfg.data.crop_size // enc_cfg.patch_size,
+            cfg.data.crop_size // enc_cfg.patch_size)
+    masker = MultiBlockMasker(grid, [BlockSpec.from_dict(m) for m in cfg.mask])
+    mesh = sharding.make_mesh(dict(cfg.mesh))
+    rules = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in cfg.rules)
+    enc_abs = nnx.eval_shape(lambda: VisionTransformer(enc_cfg, rngs=nnx.Rngs(0)))
+    pred_abs = nnx.eval_shape(lambda: Predictor(pred_cfg, rngs=nnx.Rngs(0)))
+    enc_def, _ = nnx.split(enc_abs, nnx.Param)
+    pred_def, _ = nnx.split(pred_abs, nnx.Param)
+    names = {"encoder": sharding.logical_names(enc_abs), "predictor": sharding.logical_names(pred_abs)}
+    o, t = cfg.optim, cfg.train
+    lr = optim.wcc_schedule(start=o.start_lr, peak=o.lr, final=o.final_lr, warmup=o.warmup_steps, total=t.steps,
+                            cooldown=o.cooldown_steps)
+    ema = optim.ema_schedule(start=o.ema_start, end=o.ema_end, total=t.steps)
+    tx = optim.adamw(lr, weight_decay=o.weight_decay, mask=optim.decay_mask(names), b1=o.b1, b2=o.b2, eps=o.eps,
+                     clip_norm=o.clip_norm)
+    return Experiment(cfg, enc_cfg, pred_cfg, grid, masker, mesh, rules, enc_def, pred_def, names, tx, lr, ema)
+
+
+# --- State ---------------------------------------------------------------------------------------------------
+def init_state(exp: Experiment, key: jax.Array) -> dict:
+    k_enc, k_pred, k_run = jax.random.split(key, 3)
+    enc = VisionTransformer(exp.encoder, rngs=nnx.Rngs(params=k_enc))
+    pred = Predictor(exp.predictor, rngs=nnx.Rngs(params=k_pred))
+    params = {"encoder": nnx.to_pure_dict(nnx.state(enc, nnx.Param)),
+              "predictor": nnx.to_pure_dict(nnx.state(pred, nnx.Param))}
+    return {
+        "step": jnp.zeros((), jnp.int32),
+        "params": params,
+        "target": jax.tree.map(lambda x: x, params["encoder"]),
+        "opt_state": exp.tx.init(params),
+        "rng": k_run,
+    }
+
+
+def state_shardings(exp: Experiment, abstract: dict) -> dict:
+    mesh, rules = exp.mesh, exp.rules
+    p_sh = sharding.tree_shardings(abstract["params"], exp.names, mesh, rules)
+    rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return {
+        "step": rep,
+        "params": p_sh,
+        "target": p_sh["encoder"],
+        "opt_state": sharding.like_params_shardings(abstract["opt_state"], abstract["params"], p_sh, mesh),
+        "rng": rep,
+    }
+
+
+def create_state(exp: Experiment, seed: int) -> tuple[dict, dict]:
+    """Returns (state created directly in its sharded layout, its shardings)."""
+    key = jax.random.key(seed)
+    abstract = jax.eval_shape(lambda k: init_state(exp, k), key)
+    shard = state_shardings(exp, abstract)
+    with exp.mesh:
+        state = jax.jit(lambda k: init_state(exp, k), out_shardings=shard)(key)
+    return state, shard
+
+
+# --- Loss and train step -------------------------------------------------------------------------------------
+def target_norm(h: jax.Array, eps: float = 1e-5) -> jax.Array:
+    """LayerNorm without affine (the reference's functional layer_norm, eps 1e-5), in fp32."""
+    h = h.astype(jnp.float32)
+    mu = h.mean(-1, keepdims=True)
+    var = jnp.square(h - mu).mean(-1, keepdims=True)
+    return (h - mu) * jax.lax.rsqrt(var + eps)
+
+
+def loss_fn(params: dict, target: dict, batch: dict, exp: Experiment):
+    enc = nnx.merge(exp.enc_def, params["encoder"])
+    pred = nnx.merge(exp.pred_def, params["predictor"])
+    tgt_enc = nnx.merge(exp.enc_def, target)
+    video = batch["video"]
+    h = jax.lax.stop_gradient(target_norm(tgt_enc(video)))
+    losses = []
+    for g in range(len(exp.masker.specs)):
+        ctx, tgt = batch[f"ctx_{g}"], batch[f"tgt_{g}"]
+        z = enc(video, keep=ctx)
+        p = pred(z, ctx, tgt, exp.grid, mask_index=exp.cfg.train.mask_index)
+        ht = jnp.take_along_axis(h, tgt[..., None], axis=1)
+        losses.append(jnp.mean(jnp.abs(p.astype(jnp.float32) - ht)))
+    loss = jnp.mean(jnp.stack(losses))
+    # Collapse indicator: per-dimension std of the (normalised) targets across the batch's tokens.
+    target_std = jnp.mean(jnp.std(h.reshape(-1, h.shape[-1]), axis=0))
+    return loss, {"target_std": target_std, **{f"loss_{g}": l for g, l in enumerate(losses)}}
+
+
+def train_step(state: dict, batch: dict, exp: Experiment) -> tuple[dict, dict]:
+    accum = exp.cfg.train.accum_steps
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    if accum == 1:
+        (loss, aux), grads = grad_fn(state["params"], state["target"], batch, exp)
+    else:
+        micro = jax.tree.map(lambda x: x.reshape(accum, x.shape[0] // accum, *x.shape[1:]), batch)
+
+        def body(carry, mb):
+            (l, a), g = grad_fn(state["params"], state["target"], mb, exp)
+            return jax.tree.map(jnp.add, carry, (l, a, g)), None
+
+        zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(lambda: grad_fn(
+            state["params"], state["target"], jax.tree.map(lambda x: x[0], micro), exp)))
+        zeros = ((zeros[0][0], zeros[0][1], zeros[1]))
+        (loss, aux, grads), _ = jax.lax.scan(body, zeros, micro)
+        loss, aux, grads = jax.tree.map(lambda x: x / accum, (loss, aux, grads))
+    grad_norm = optax.global_norm(grads)
+    updates, opt_state = exp.tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    m = exp.ema(state["step"])
+    target = optim.ema_update(state["target"], params["encoder"], m)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    new = {"step": state["step"] + 1, "params": params, "target": target, "opt_state": opt_state,
+           "rng": jax.random.fold_in(state["rng"], state["step"])}
+    # A non-finite step leaves the state untouched; the host stops training and names the step.
+    new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, {**state, "step": state["step"] + 1})
+    metrics = {"loss": loss, "grad_norm": grad_norm, "lr": exp.lr(state["step"]), "ema": m, "finite": finite, **aux}
+    return new, metrics
+
+
+def compile_step(exp: Experiment, shard: dict, batch_spec: dict):
+    """AOT-compile the train step for the given batch shapes; returns (compiled, cost/memory summary)."""
+    bsh = {k: sharding.batch_sharding(exp.mesh, len(v.shape)) for k, v in batch_spec.items()}
+    rep = jax.sharding.NamedSharding(exp.mesh, jax.sharding.PartitionSpec())
+    fn = jax.jit(lambda s, b: train_step(s, b, exp), in_shardings=(shard, bsh), out_shardings=(shard, rep),
+                 donate_argnums=0)
+    abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                                  jax.eval_shape(lambda k: init_state(exp, k), jax.random.key(0)), shard)
+    with exp.mesh:
+        compiled = fn.lower(abstract_state, batch_spec).compile()
+    info = {}
+    try:
+        mem = compiled.memory_analysis()
+        if mem is not None:
+            info["temp_MiB"] = mem.temp_size_in_bytes / 2**20
+            info["args_MiB"] = mem.argument_size_in_bytes / 2**20
+    except Exception:  # not every backend reports it
+        pass
+    return compiled, info
+
+
+def step_flops(exp: Experiment, batch: int) -> float:
+    """Analytic training FLOPs of one step: 3x forward for the trained encoder/predictor passes, 1x target."""
+    e, p = exp.encoder, exp.predictor
+    n = math.prod(exp.grid)
+    patch = 2 * n * (e.tubelet_size * e.patch_size ** 2 * e.in_chans) * e.width
+    total = transformer_flops(n, e.width, e.depth, e.mlp_dim) + patch  # target encoder, forward only
+    for kc, kt in exp.masker.sizes:
+        fwd = transformer_flops(kc, e.width, e.depth, e.mlp_dim) + patch
+        fwd += transformer_flops(kc + kt, p.width, p.depth, p.mlp_dim) + 2 * (kc + kt) * 2 * e.width * p.width
+        total += 3 * fwd
+    return batch * total
+
+
+# --- Data ----------------------------------------------------------------------------------------------------
+class MaskTransform:
+    """Adds the mask generators' context/target ids to each batch (runs in the input pipeline)."""
+
+    def __init__(self, masker: MultiBlockMasker):
+        self.masker = masker
+
+    def __call__(self, batch: dict, rng: np.random.Generator) -> dict:
+        n = len(next(iter(batch.values())))
+        return {**batch, **self.masker(n, rng)}
+
+
+def make_data(exp: Experiment, seed: int):
+    from jepa.data.pipeline import make_dataset
+
+    cfg = exp.cfg
+    data_cfg = ml_collections.ConfigDict(cfg.data.to_dict())
+    data_cfg.batch_size = cfg.train.batch_size // jax.process_count()
+    ds = make_dataset(data_cfg, split="train", seed=seed, shard_index=jax.process_index(),
+                      shard_count=jax.process_count(), batch_transform=MaskTransform(exp.masker))
+    return iter(ds)
+
+
+def batch_spec(exp: Experiment) -> dict:
+    cfg = exp.cfg
+    b, t, s = cfg.train.batch_size, cfg.data.num_frames, cfg.data.crop_size
+    spec = {"video": jax.ShapeDtypeStruct((b, t, s, s, 3), jnp.float32)}
+    for g, (kc, kt) in enumerate(exp.masker.sizes):
+        spec[f"ctx_{g}"] = jax.ShapeDtypeStruct((b, kc), jnp.int32)
+        spec[f"tgt_{g}"] = jax.ShapeDtypeStruct((b, kt), jnp.int32)
+    return spec
+
+
+# --- Loop ----------------------------------------------------------------------------------------------------
+def train(cfg: ml_collections.ConfigDict, workdir: str) -> list[dict]:
+    """Runs (or resumes) pretraining in `workdir`; returns the logged history of this invocation."""
+    distributed.initialize()
+    exp = build(cfg)
+    main_proc = jax.process_index() == 0
+    if main_proc:
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(cfg.to_json_best_effort(indent=2))
+    state, shard = create_state(exp, cfg.seed)
+    data = make_data(exp, cfg.seed)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=cfg.train.keep_checkpoints,
+                        every=cfg.train.checkpoint_every)
+    start = 0
+    if ckpt.latest_step() is not None:
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+        start, state = ckpt.restore(abstract, data)
+    specs = batch_spec(exp)
+    compiled, info = compile_step(exp, shard, {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in specs.items()})
+    logger = RunLogger(workdir, total_steps=cfg.train.steps, initial_step=start, desc="pretrain")
+    logger.text("setup", f"{exp.masker.describe()}; mesh {dict(exp.mesh.shape)}; compiled step {info}; "
+                         f"{'resumed at step ' + str(start) if start else 'fresh start'}")
+    flops = step_flops(exp, cfg.train.batch_size)
+    peak = peak_flops_per_device(cfg.train.peak_tflops)
+    stop = StopSignal()
+    pending = None  # metrics of the previous step, fetched one step late to keep the device busy
+    last_good = ckpt.latest_step()
+    t_last = time.perf_counter()
+    history = []
+
+    def drain(pending):
+        nonlocal t_last
+        step_i, m = pending
+        m = jax.device_get(m)
+        if not bool(m.pop("finite")):
+            raise NonFiniteError(f"non-finite loss or gradient at step {step_i} (loss={float(m['loss'])}, "
+                                 f"grad_norm={float(m['grad_norm'])}); stopped. Last good checkpoint: "
+                                 f"step {last_good} in {ckpt.directory}")
+        now = time.perf_counter()
+        dt, t_last = now - t_last, now
+        m = {k: float(v) for k, v in m.items()}
+        m["step_time_s"] = dt
+        m["clips_per_s"] = cfg.train.batch_size / dt
+        m["tflops_per_s"] = flops / dt / 1e12
+        if peak:
+            m["mfu"] = flops / dt / (peak * jax.device_count())
+        logger.log(step_i, m)
+        history.append({"step": step_i, **m})
+
+    try:
+        with exp.mesh:
+            for step in range(start + 1, cfg.train.steps + 1):
+                local = next(data)
+                batch = sharding.global_batch({k: local[k] for k in specs}, exp.mesh)
+                state, metrics = compiled(state, batch)
+                if pending is not None:
+                    drain(pending)
+                pending = (step, metrics)
+                if ckpt.should_save(step) or step == cfg.train.steps:
+                    drain(pending)
+                    pending = None
+                    ckpt.save(step, state, data)
+                    last_good = step
+                if stop.any_process_requested():
+                    if pending is not None:
+                        drain(pending)
+                        pending = None
+                    logger.text("signal", f"SIGTERM: saving step {step} and exiting")
+                    ckpt.save(step, state, data, force=True)
+                    ckpt.wait()
+                    break
+            if pending is not None:
+                drain(pending)
+    finally:
+        ckpt.close()
+        stop.restore()
+        curves = logger.close()
+    if main_proc and curves:
+        print(f"loss curves: {curves}")
+    export = os.path.join(workdir, "model")
+    if cfg.train.export_model and state is not None:
+        export_bundle(exp, state, export)
+    return history
+
+
+def export_bundle(exp: Experiment, state: dict, path: str) -> None:
+    """Writes the EMA target encoder (the one used downstream) and the predictor as a model bundle."""
+    from jepa.models.io import save_bundle
+
+    enc = nnx.merge(exp.enc_def, jax.device_get(state["target"]))
+    pred = nnx.merge(exp.pred_def, jax.device_get(state["params"]["predictor"]))
+    save_bundle(path, {"encoder": enc, "predictor": pred}, meta={"grid": list(exp.grid), "step": int(state["step"])})
+
+
+def main(argv: list[str]) -> int:
+    rest, overrides = split_args(argv)
+    ap = argparse.ArgumentParser(prog="jepa pretrain", description=__doc__.splitlines()[0])
+    ap.add_argument("--config", required=True, help="config file, optionally with an argument: path.py[:arg]")
+    ap.add_argument("--workdir", required=True)
+    args = ap.parse_args(rest)
+    cfg = load_config(args.config, overrides)
+    try:
+        train(cfg, args.workdir)
+    except NonFiniteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
