@@ -5,6 +5,7 @@
 """
 import ml_collections
 
+from jepa.data.pipeline import synthetic_config
 from jepa.masking import BlockSpec
 from jepa.models.config import PredictorConfig, encoder_preset
 from jepa.sharding import DEFAULT_RULES
@@ -24,19 +25,16 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # Multi-block masks: short-range 8 x 0.15 and long-range 2 x 0.70, all time steps, aspect 0.75-1.5.
     c.mask = [vars(BlockSpec(8, (0.15, 0.15))), vars(BlockSpec(2, (0.7, 0.7)))]
 
-    c.data = ml_collections.ConfigDict()
-    c.data.sources = [dict(glob="runs/demo/data/synthetic-train-*.array_record", weight=1.0)]
-    c.data.num_frames = 8
-    c.data.crop_size = 32 if smoke else 64
-    c.data.batch_size = 0  # set per process from train.batch_size
-    c.data.num_workers = 0
+    # The embedded synthetic videos (jepa.data.synthetic), read through the same grain path as real datasets.
+    c.data = synthetic_config("runs/demo/data", num_frames=8, crop_size=32 if smoke else 64, flip=True,
+                              batch_size=0)  # batch_size is set per process from train.batch_size
 
     c.optim = ml_collections.ConfigDict(dict(
         lr=1e-3, start_lr=2e-4, final_lr=1e-5, warmup_steps=40, cooldown_steps=60, weight_decay=0.04,
         b1=0.9, b2=0.999, eps=1e-8, clip_norm=0.0, ema_start=0.996, ema_end=0.9995))
     c.train = ml_collections.ConfigDict(dict(
         steps=6 if smoke else 300, batch_size=8 if smoke else 16, accum_steps=1, mask_index=0,
-        checkpoint_every=3 if smoke else 100, keep_checkpoints=2, peak_tflops=0.0, export_model=True))
+        checkpoint_every=3 if smoke else 100, keep_checkpoints=2, peak_tflops=0.0, export_model=True, data_shards=0))
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
     c.rules = [list(r) for r in DEFAULT_RULES]
     return c

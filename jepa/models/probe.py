@@ -70,7 +70,7 @@ class AttentiveProbe(nnx.Module):
         self.cross = CrossAttentionBlock(d, cfg.num_heads, mlp_dim, eps=cfg.ln_eps, qkv_bias=cfg.qkv_bias, rngs=rngs,
                                          std=cfg.init_std, dtype=dtype, param_dtype=pdtype)
         fc2 = self.cross.mlp.fc2.kernel
-        fc2.value = fc2.value / jnp.sqrt(2.0 * max(cfg.depth, 1)).astype(fc2.value.dtype)
+        fc2.set_value((fc2.value / jnp.sqrt(2.0 * max(cfg.depth, 1))).astype(fc2.value.dtype))
         self.heads = nnx.List(
             [dense(d, c, ("embed", "classes"), rngs=rngs, std=cfg.init_std, dtype=dtype, param_dtype=pdtype)
              for c in cfg.num_classes]

@@ -15,7 +15,9 @@ class RunLogger:
         self.workdir = workdir
         self.history: list[dict] = []
         self.tb = self.bar = self.jsonl = None
-        if not self.main:
+        if not self.main:  # other processes keep their own metrics file, to check that all processes agree
+            os.makedirs(workdir, exist_ok=True)
+            self.jsonl = open(os.path.join(workdir, f"metrics.p{jax.process_index()}.jsonl"), "a")
             return
         os.makedirs(workdir, exist_ok=True)
         from tensorboardX import SummaryWriter
@@ -29,6 +31,8 @@ class RunLogger:
         row = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
         self.history.append(row)
         if not self.main:
+            self.jsonl.write(json.dumps(row) + "\n")
+            self.jsonl.flush()
             return
         self.jsonl.write(json.dumps(row) + "\n")
         self.jsonl.flush()
@@ -46,6 +50,7 @@ class RunLogger:
 
     def close(self, plot_keys=("loss", "target_std", "lr", "grad_norm")) -> str | None:
         if not self.main:
+            self.jsonl.close()
             return None
         self.bar.close()
         self.tb.flush()

@@ -18,6 +18,7 @@ import sys
 import time
 from typing import Any
 
+import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -201,7 +202,7 @@ def train_step(state: dict, batch: dict, exp: Experiment) -> tuple[dict, dict]:
     params = optax.apply_updates(state["params"], updates)
     m = exp.ema(state["step"])
     target = optim.ema_update(state["target"], params["encoder"], m)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(params))
     new = {"step": state["step"] + 1, "params": params, "target": target, "opt_state": opt_state,
            "rng": jax.random.fold_in(state["rng"], state["step"])}
     # A non-finite step leaves the state untouched; the host stops training and names the step.
@@ -256,15 +257,44 @@ class MaskTransform:
         return {**batch, **self.masker(n, rng)}
 
 
+class ConcatShardsIterator(grain.DatasetIterator):
+    """Reads several data shards in one process and concatenates their batches, so a run on P processes can
+    reproduce the global batches of a run on more (train.data_shards): handy to compare topologies."""
+
+    def __init__(self, iterators):
+        super().__init__(list(iterators))
+        self.iterators = list(iterators)
+
+    def __next__(self):
+        parts = [next(it) for it in self.iterators]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def get_state(self):
+        return {"shards": [it.get_state() for it in self.iterators]}
+
+    def set_state(self, state):
+        if len(state["shards"]) != len(self.iterators):
+            raise ValueError(f"data state has {len(state['shards'])} shards, this run reads {len(self.iterators)}")
+        for it, s in zip(self.iterators, state["shards"]):
+            it.set_state(s)
+
+
 def make_data(exp: Experiment, seed: int):
+    """This process's iterator over its share of the global batch (masks added in the pipeline)."""
     from jepa.data.pipeline import make_dataset
 
     cfg = exp.cfg
+    procs, pid = jax.process_count(), jax.process_index()
+    shards = cfg.train.data_shards or procs
+    if shards % procs or cfg.train.batch_size % shards:
+        raise ValueError(f"train.data_shards {shards} must be a multiple of the {procs} processes and divide "
+                         f"train.batch_size {cfg.train.batch_size}")
+    per = shards // procs
     data_cfg = ml_collections.ConfigDict(cfg.data.to_dict())
-    data_cfg.batch_size = cfg.train.batch_size // jax.process_count()
-    ds = make_dataset(data_cfg, split="train", seed=seed, shard_index=jax.process_index(),
-                      shard_count=jax.process_count(), batch_transform=MaskTransform(exp.masker))
-    return iter(ds)
+    data_cfg.batch_size = cfg.train.batch_size // shards
+    its = [iter(make_dataset(data_cfg, split="train", seed=seed, shard_index=pid * per + j, shard_count=shards,
+                             batch_transform=MaskTransform(exp.masker))) for j in range(per)]
+    return its[0] if per == 1 else ConcatShardsIterator(its)
 
 
 def batch_spec(exp: Experiment) -> dict:
@@ -313,7 +343,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> list[dict]:
         step_i, m = pending
         m = jax.device_get(m)
         if not bool(m.pop("finite")):
-            raise NonFiniteError(f"non-finite loss or gradient at step {step_i} (loss={float(m['loss'])}, "
+            raise NonFiniteError(f"non-finite loss, gradient or parameters at step {step_i} (loss={float(m['loss'])}, "
                                  f"grad_norm={float(m['grad_norm'])}); stopped. Last good checkpoint: "
                                  f"step {last_good} in {ckpt.directory}")
         now = time.perf_counter()
@@ -341,6 +371,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> list[dict]:
                     pending = None
                     ckpt.save(step, state, data)
                     last_good = step
+                    _fault_injection(step, ckpt)
                 if stop.any_process_requested():
                     if pending is not None:
                         drain(pending)
@@ -357,10 +388,20 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> list[dict]:
         curves = logger.close()
     if main_proc and curves:
         print(f"loss curves: {curves}")
-    export = os.path.join(workdir, "model")
-    if cfg.train.export_model and state is not None:
-        export_bundle(exp, state, export)
+    if cfg.train.export_model and jax.process_count() == 1:
+        export_bundle(exp, state, os.path.join(workdir, "model"))
     return history
+
+
+def _fault_injection(step: int, ckpt: Checkpointer) -> None:
+    """JEPA_FAULT_KILL_AFTER_CHECKPOINT=N: SIGKILL this process once step N's checkpoint is on disk (used by the
+    resume test to simulate a hard crash at a known point)."""
+    target = os.environ.get("JEPA_FAULT_KILL_AFTER_CHECKPOINT")
+    if target and int(target) == step:
+        import signal
+
+        ckpt.wait()
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def export_bundle(exp: Experiment, state: dict, path: str) -> None:
