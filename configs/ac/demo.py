@@ -1,0 +1,30 @@
+"""Demo AC-predictor training on simulated robot episodes (`jepa collect`) with the demo's pretrained encoder.
+
+  jepa collect --task jepa/Push-v0 --episodes 200 --out runs/demo/robot
+  jepa train-ac --config configs/ac/demo.py --workdir runs/demo/ac
+"""
+import ml_collections
+
+from jepa.models.config import ACPredictorConfig
+from jepa.sharding import DEFAULT_RULES
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    smoke = arg == "smoke"
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.encoder_bundle = "runs/demo/pretrain/model"
+    c.features = "cache"  # 'cache': encode every frame once; 'online': encode inside the step
+    c.data = ml_collections.ConfigDict(dict(
+        paths=["runs/demo/robot"], split="train", camera="exterior_image_1_left", frame_stride=1, size=64,
+        clip_frames=4 if smoke else 6, val_fraction=0.15))
+    c.model = ACPredictorConfig(width=64 if smoke else 128, depth=1 if smoke else 4, num_heads=4,
+                                mlp_dim=128 if smoke else 512).to_dict()
+    c.optim = ml_collections.ConfigDict(dict(lr=1e-3 if smoke else 6e-4, start_lr=1e-4, warmup_steps=10 if smoke else 100,
+                                             cooldown_steps=10 if smoke else 300, weight_decay=0.04, clip_norm=0.0))
+    c.train = ml_collections.ConfigDict(dict(steps=20 if smoke else 1500, batch_size=8 if smoke else 32,
+                                             rollout_steps=2, eval_every=10 if smoke else 250,
+                                             checkpoint_every=10 if smoke else 500, keep_checkpoints=2))
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
+    c.rules = [list(r) for r in DEFAULT_RULES]
+    return c

@@ -1,0 +1,1 @@
+"""Attentive probing of frozen encoders."""

@@ -1,0 +1,290 @@
+"""Training the action-conditioned predictor (V-JEPA 2-AC): `jepa train-ac --config configs/ac/<name>.py --workdir DIR`.
+
+A frozen encoder (a pretraining run's exported bundle, or an imported released one) encodes every frame of robot
+episodes (RLDS, see jepa.data.rlds: simulated `jepa collect` episodes or DROID); features are cached once, or
+computed on the fly inside the step (`features='online'`). The predictor is trained from scratch on clips of
+`clip_frames` frames with teacher forcing (frames 1..T-1 from 0..T-2) plus an autoregressive rollout of
+`rollout_steps` frames (gradients through the rollout), both L1 on layer-normed features. Held-out episodes are
+evaluated by multi-step rollout against the copy-the-last-frame baseline.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from jepa import distributed, sharding, world_model as wm
+from jepa.config import load_config, split_args
+from jepa.models import ACPredictor, ACPredictorConfig
+from jepa.train import optim
+from jepa.train.checkpoint import Checkpointer, StopSignal
+from jepa.train.logging import RunLogger
+
+
+# --- Data ----------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class EpisodeSet:
+    """Episodes as arrays: frames uint8 [T_i, H, W, 3] (kept for 'online' features), features [T_i, H', W', D]
+    (cached mode), states [T_i, 7], actions [T_i - 1, 7]."""
+
+    frames: list[np.ndarray]
+    states: list[np.ndarray]
+    actions: list[np.ndarray]
+    features: list[np.ndarray] | None = None
+
+    def clip_index(self, clip_frames: int, stride: int = 1) -> np.ndarray:
+        idx = [(e, s) for e, f in enumerate(self.states) for s in range(0, len(f) - clip_frames + 1, stride)]
+        if not idx:
+            raise ValueError(f"no episode has {clip_frames} frames (lengths {[len(s) for s in self.states]})")
+        return np.asarray(idx, np.int64)
+
+    def batch(self, index: np.ndarray, clip_frames: int, with_frames: bool) -> dict[str, np.ndarray]:
+        out = {"states": [], "actions": [], "frames" if with_frames else "features": []}
+        for e, s in index:
+            sl = slice(s, s + clip_frames)
+            out["states"].append(self.states[e][sl])
+            out["actions"].append(self.actions[e][s:s + clip_frames - 1])
+            out["frames" if with_frames else "features"].append((self.frames if with_frames else self.features)[e][sl])
+        return {k: np.stack(v) for k, v in out.items()}
+
+
+def load_episodes(data: ml_collections.ConfigDict) -> tuple[EpisodeSet, EpisodeSet]:
+    """Reads RLDS episodes and splits them by episode into train / held-out validation."""
+    from jepa.data.rlds import RLDSEpisodes
+
+    eps = []
+    for path in data.paths:
+        src = RLDSEpisodes(path, split=data.split, camera=data.camera, frame_stride=data.frame_stride, size=data.size)
+        eps.extend(src[i] for i in range(len(src)))
+    if len(eps) < 2:
+        raise ValueError(f"need at least 2 episodes in {list(data.paths)}, found {len(eps)}")
+    n_val = max(1, int(round(len(eps) * data.val_fraction)))
+    sets = []
+    for part in (eps[:-n_val], eps[-n_val:]):
+        sets.append(EpisodeSet([e.frames for e in part], [e.states for e in part], [e.actions for e in part]))
+    return sets[0], sets[1]
+
+
+def cache_features(encoder, eps: EpisodeSet, batch_frames: int = 256) -> None:
+    """Encodes every frame once (frozen encoder) into eps.features."""
+    graphdef, state = nnx.split(encoder)
+
+    @jax.jit
+    def enc(frames):
+        return wm.encode_frames(nnx.merge(graphdef, state), frames[:, None])[:, 0]
+
+    feats = []
+    for frames in eps.frames:
+        out = [np.asarray(enc(jnp.asarray(frames[i:i + batch_frames]))) for i in range(0, len(frames), batch_frames)]
+        feats.append(np.concatenate(out))
+    eps.features = feats
+
+
+# --- Step ----------------------------------------------------------------------------------------------------
+def ac_loss(params, graphdef, batch, cfg, encode=None):
+    """Teacher forcing + rollout L1 (the reference's jloss + sloss)."""
+    pred = nnx.merge(graphdef, params)
+    h = batch["features"] if encode is None else encode(batch["frames"])
+    h = jax.lax.stop_gradient(h.astype(jnp.float32))
+    a, s = batch["actions"], batch["states"]
+    z_tf = wm.teacher_forcing(pred, h, a, s)
+    jloss = wm.l1(z_tf, h[:, 1:])
+    k = cfg.train.rollout_steps
+    z_ar = wm.rollout(pred, h[:, :1], a, s, k, first=z_tf[:, :1])
+    sloss = wm.l1(z_ar, h[:, 1:1 + k])
+    return jloss + sloss, {"loss_tf": jloss, "loss_rollout": sloss}
+
+
+def make_step(exp):
+    cfg, tx, graphdef = exp["cfg"], exp["tx"], exp["graphdef"]
+
+    def step(state, batch, enc_params):
+        encode = None
+        if cfg.features == "online":
+            encoder = nnx.merge(exp["enc_graphdef"], enc_params)
+            encode = lambda frames: wm.encode_frames(encoder, frames)
+        (loss, aux), grads = jax.value_and_grad(ac_loss, has_aux=True)(state["params"], graphdef, batch, cfg, encode)
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        gn = optax.global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(gn)
+        new = {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "rng": state["rng"]}
+        new = jax.tree.map(lambda x, y: jnp.where(finite, x, y), new, {**state, "step": state["step"] + 1})
+        return new, {"loss": loss, "grad_norm": gn, "lr": exp["lr"](state["step"]), "finite": finite, **aux}
+
+    return step
+
+
+# --- Evaluation ------------------------------------------------------------------------------------------------
+def evaluate(params, graphdef, eps: EpisodeSet, clip_frames: int, *, max_clips: int = 256, seed: int = 0) -> dict:
+    """Multi-step rollout L1 on held-out clips vs the copy-the-last-frame baseline, per horizon step."""
+    idx = eps.clip_index(clip_frames)
+    rng = np.random.default_rng(seed)
+    if len(idx) > max_clips:
+        idx = idx[np.sort(rng.choice(len(idx), max_clips, replace=False))]
+    k = clip_frames - 1
+
+    @jax.jit
+    def run(params, feats, actions, states):
+        pred = nnx.merge(graphdef, params)
+        z = wm.rollout(pred, feats[:, :1], actions, states, k)
+        err = jnp.abs(z - feats[:, 1:]).mean(axis=(2, 3, 4))  # [B, k]
+        copy = jnp.abs(feats[:, :1] - feats[:, 1:]).mean(axis=(2, 3, 4))
+        tf = wm.teacher_forcing(pred, feats, actions, states)
+        tf_err = jnp.abs(tf - feats[:, 1:]).mean(axis=(2, 3, 4))
+        return err, copy, tf_err
+
+    errs, copies, tfs = [], [], []
+    for i in range(0, len(idx), 64):
+        b = eps.batch(idx[i:i + 64], clip_frames, with_frames=False)
+        e, c, t = run(params, jnp.asarray(b["features"]), jnp.asarray(b["actions"]), jnp.asarray(b["states"]))
+        errs.append(np.asarray(e)), copies.append(np.asarray(c)), tfs.append(np.asarray(t))
+    err, copy, tf = (np.concatenate(x).mean(0) for x in (errs, copies, tfs))
+    return {"rollout_l1": err.tolist(), "copy_l1": copy.tolist(), "teacher_forcing_l1": tf.tolist(),
+            "rollout_l1_mean": float(err.mean()), "copy_l1_mean": float(copy.mean()),
+            "ratio_copy_over_rollout": float(copy.mean() / err.mean()), "clips": int(len(idx))}
+
+
+# --- Loop ----------------------------------------------------------------------------------------------------
+def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
+    from jepa.models.io import load_bundle
+
+    distributed.initialize()
+    os.makedirs(workdir, exist_ok=True)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(cfg.to_json_best_effort(indent=2))
+    if cfg.features not in ("cache", "online"):
+        raise ValueError(f"features must be 'cache' or 'online', got {cfg.features!r}")
+    encoder = load_bundle(cfg.encoder_bundle, ["encoder"])["encoder"]
+    if cfg.data.size % encoder.cfg.patch_size:
+        raise ValueError(f"data.size {cfg.data.size} is not divisible by the encoder's patch {encoder.cfg.patch_size}")
+    t0 = time.time()
+    train_eps, val_eps = load_episodes(cfg.data)
+    cache_features(encoder, val_eps)
+    if cfg.features == "cache":
+        cache_features(encoder, train_eps)
+    print(f"[train-ac] {len(train_eps.states)} train / {len(val_eps.states)} held-out episodes, features in "
+          f"{time.time() - t0:.0f}s")
+    enc_graphdef, enc_params = nnx.split(encoder)
+
+    pcfg = ACPredictorConfig.from_dict({**dict(cfg.model), "embed_dim": encoder.cfg.width,
+                                        "grid_size": cfg.data.size // encoder.cfg.patch_size})
+    abstract = nnx.eval_shape(lambda: ACPredictor(pcfg, rngs=nnx.Rngs(0)))
+    graphdef, _ = nnx.split(abstract, nnx.Param)
+    names = sharding.logical_names(abstract)
+    o, t = cfg.optim, cfg.train
+    lr = optim.wcc_schedule(start=o.start_lr, peak=o.lr, final=0.0, warmup=o.warmup_steps, total=t.steps,
+                            cooldown=o.cooldown_steps)
+    tx = optim.adamw(lr, weight_decay=o.weight_decay, mask=optim.decay_mask(names), clip_norm=o.clip_norm)
+    exp = {"cfg": cfg, "tx": tx, "graphdef": graphdef, "lr": lr, "enc_graphdef": enc_graphdef}
+    mesh = sharding.make_mesh(dict(cfg.mesh))
+    rules = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in cfg.rules)
+
+    def init(key):
+        model = ACPredictor(pcfg, rngs=nnx.Rngs(params=key))
+        params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+        return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params), "rng": key}
+
+    key = jax.random.key(cfg.seed)
+    abs_state = jax.eval_shape(init, key)
+    p_sh = sharding.tree_shardings(abs_state["params"], names, mesh, rules)
+    rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    shard = {"step": rep, "params": p_sh, "rng": rep,
+             "opt_state": sharding.like_params_shardings(abs_state["opt_state"], abs_state["params"], p_sh, mesh)}
+    with mesh:
+        state = jax.jit(init, out_shardings=shard)(key)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints, every=t.checkpoint_every)
+    start = 0
+    if ckpt.latest_step() is not None:
+        start, state = ckpt.restore(jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state))
+    step_fn = jax.jit(make_step(exp), donate_argnums=0, out_shardings=(shard, rep))
+    enc_params = jax.device_put(enc_params, rep) if cfg.features == "online" else None
+
+    index = train_eps.clip_index(cfg.data.clip_frames)
+    logger = RunLogger(workdir, total_steps=t.steps, initial_step=start, desc="train-ac")
+    stop = StopSignal()
+    with mesh:
+        for step in range(start + 1, t.steps + 1):
+            rng = np.random.default_rng([cfg.seed, step])  # the batch is a function of the step: exact resume
+            pick = index[rng.integers(0, len(index), t.batch_size)]
+            local = train_eps.batch(pick, cfg.data.clip_frames, with_frames=cfg.features == "online")
+            batch = sharding.global_batch(local, mesh)
+            tic = time.perf_counter()
+            state, m = step_fn(state, batch, enc_params)
+            m = jax.device_get(m)
+            if not bool(m.pop("finite")):
+                raise RuntimeError(f"non-finite loss or gradient at step {step}; last good checkpoint: "
+                                   f"{ckpt.latest_step()}")
+            m = {k: float(v) for k, v in m.items()}
+            m["clips_per_s"] = t.batch_size / (time.perf_counter() - tic)
+            if t.eval_every and (step % t.eval_every == 0 or step == t.steps):
+                ev = evaluate(state["params"], graphdef, val_eps, cfg.data.clip_frames)
+                m.update({"val_rollout_l1": ev["rollout_l1_mean"], "val_copy_l1": ev["copy_l1_mean"],
+                          "val_ratio": ev["ratio_copy_over_rollout"]})
+            logger.log(step, m)
+            if ckpt.should_save(step) or step == t.steps:
+                ckpt.save(step, state)
+            if stop.any_process_requested():
+                ckpt.save(step, state, force=True)
+                break
+    ckpt.close()
+    stop.restore()
+    logger.close(plot_keys=("loss", "loss_tf", "loss_rollout", "val_ratio"))
+    result = evaluate(state["params"], graphdef, val_eps, cfg.data.clip_frames)
+    result["train_seconds"] = time.time() - t0
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "eval.json"), "w") as f:
+            json.dump(result, f, indent=2)
+        _plot_eval(result, os.path.join(workdir, "rollout_l1.png"))
+        from jepa.models.io import save_bundle
+
+        if jax.process_count() == 1:
+            save_bundle(os.path.join(workdir, "model"),
+                        {"encoder": encoder, "ac_predictor": nnx.merge(graphdef, jax.device_get(state["params"]))},
+                        meta={"data_size": cfg.data.size, "frame_stride": cfg.data.frame_stride})
+    print(f"[train-ac] held-out rollout L1 {result['rollout_l1_mean']:.4f} vs copy-last {result['copy_l1_mean']:.4f}: "
+          f"{result['ratio_copy_over_rollout']:.2f}x lower (per step: "
+          f"{[round(x, 3) for x in result['rollout_l1']]} vs {[round(x, 3) for x in result['copy_l1']]})")
+    return result
+
+
+def _plot_eval(result: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = np.arange(1, len(result["rollout_l1"]) + 1)
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    ax.plot(k, result["rollout_l1"], "o-", label="AC predictor rollout")
+    ax.plot(k, result["copy_l1"], "s--", label="copy last frame")
+    ax.plot(k, result["teacher_forcing_l1"], "^:", label="teacher forcing (1 step)")
+    ax.set_xlabel("steps ahead")
+    ax.set_ylabel("latent L1 (held-out)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str]) -> int:
+    rest, overrides = split_args(argv)
+    ap = argparse.ArgumentParser(prog="jepa train-ac", description=__doc__.splitlines()[0])
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--workdir", required=True)
+    args = ap.parse_args(rest)
+    train(load_config(args.config, overrides), args.workdir)
+    return 0

@@ -1,0 +1,89 @@
+"""The latent world model of V-JEPA 2-AC: a frozen encoder's per-frame features + the AC predictor.
+
+Shared by AC training (teacher forcing + rollout loss), its evaluation, and the planner. Frames are encoded one at a
+time (each frame duplicated into one tubelet) and layer-normed; predictions are layer-normed too (the reference's
+`normalize_reps`).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jepa.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+Array = jax.Array
+
+
+def layer_norm(x: Array, eps: float = 1e-5) -> Array:
+    """LayerNorm over the last axis without affine (torch.nn.functional.layer_norm defaults)."""
+    x = x.astype(jnp.float32)
+    mu = x.mean(-1, keepdims=True)
+    return (x - mu) * jax.lax.rsqrt(jnp.square(x - mu).mean(-1, keepdims=True) + eps)
+
+
+def preprocess(frames: Array) -> Array:
+    """uint8 [..., H, W, 3] -> ImageNet-normalised float32."""
+    x = frames.astype(jnp.float32) / 255.0
+    return (x - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
+
+
+def encode_frames(encoder, frames: Array) -> Array:
+    """uint8 frames [B, T, H, W, 3] -> normalised features [B, T, H', W', D], one frame per tubelet."""
+    b, t, h, w, c = frames.shape
+    x = preprocess(frames.reshape(b * t, 1, h, w, c))
+    x = jnp.repeat(x, encoder.cfg.tubelet_size, axis=1)
+    tokens = encoder(x)  # [B*T, H'*W', D]
+    gh, gw = h // encoder.cfg.patch_size, w // encoder.cfg.patch_size
+    return layer_norm(tokens).reshape(b, t, gh, gw, -1)
+
+
+def predict_next(predictor, z: Array, actions: Array, states: Array) -> Array:
+    """One predictor call on t frames: normalised predictions [B, t, H', W', D] (step i predicts frame i+1)."""
+    return layer_norm(predictor(z, actions, states))
+
+
+def teacher_forcing(predictor, h: Array, actions: Array, states: Array) -> Array:
+    """h [B, T, ...] true features; predictions of frames 1..T-1 from frames 0..T-2 [B, T-1, ...]."""
+    t = h.shape[1]
+    return predict_next(predictor, h[:, :-1], actions[:, : t - 1], states[:, : t - 1])
+
+
+def rollout(predictor, z0: Array, actions: Array, states: Array, steps: int, first: Array | None = None) -> Array:
+    """Autoregressive rollout: from true frame(s) z0 [B, t0, ...] predict `steps` frames, feeding predictions back.
+
+    actions/states [B, t0 + steps - 1, ...] cover every input step. `first` optionally gives the prediction of the
+    first future frame already computed (teacher forcing shares it, as in the reference). Returns [B, steps, ...].
+    """
+    z = z0
+    preds = []
+    t0 = z0.shape[1]
+    for n in range(steps):
+        if n == 0 and first is not None:
+            nxt = first
+        else:
+            k = z.shape[1]
+            nxt = predict_next(predictor, z, actions[:, :k], states[:, :k])[:, -1:]
+        preds.append(nxt)
+        z = jnp.concatenate([z, nxt], axis=1)
+    del t0
+    return jnp.concatenate(preds, axis=1)
+
+
+def l1(a: Array, b: Array) -> Array:
+    return jnp.mean(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32)))
+
+
+def integrate_states(state0: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """States reached by applying V-JEPA 2-AC delta-pose actions [K, 7] from state0 [7]: returns [K + 1, 7].
+
+    xyz and gripper add; orientation composes R_{t+1} = dR R_t (the inverse of `jepa.data.rlds.poses_to_actions`).
+    """
+    from jepa.data.rlds import euler_xyz_to_matrix, matrix_to_euler_xyz
+
+    out = [np.asarray(state0, np.float64)]
+    for a in np.asarray(actions, np.float64):
+        s = out[-1]
+        rot = euler_xyz_to_matrix(a[3:6]) @ euler_xyz_to_matrix(s[3:6])
+        out.append(np.concatenate([s[:3] + a[:3], matrix_to_euler_xyz(rot), s[6:] + a[6:]]))
+    return np.stack(out).astype(np.float32)
