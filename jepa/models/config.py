@@ -22,7 +22,7 @@ class _Base:
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"{cls.__name__}: unknown keys {unknown}; known keys are {sorted(names)}")
-        return cls(**d)
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
     def replace(self, **kw):
         return dataclasses.replace(self, **kw)

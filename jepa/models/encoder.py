@@ -49,8 +49,8 @@ class PatchEmbed3D(nnx.Module):
         t, p = cfg.tubelet_size, cfg.patch_size
         x = video.astype(dtype).reshape(b, gt, t, gh, p, gw, p, cfg.in_chans)
         x = x.transpose(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, gt * gh * gw, t * p * p * cfg.in_chans)
-        k = self.kernel.value.astype(dtype).reshape(-1, cfg.width)
-        return x @ k + self.bias.value.astype(dtype), (gt, gh, gw)
+        k = self.kernel[...].astype(dtype).reshape(-1, cfg.width)
+        return x @ k + self.bias[...].astype(dtype), (gt, gh, gw)
 
 
 class VisionTransformer(nnx.Module):

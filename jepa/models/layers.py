@@ -198,7 +198,7 @@ class BlockStack(nnx.Module):
         if rescale:
             scale = 1.0 / jnp.sqrt(2.0 * jnp.arange(1, depth + 1, dtype=jnp.float32))
             for kernel in (self.blocks.attn.proj.kernel, self.blocks.mlp.fc2.kernel):
-                kernel.set_value((kernel.value * scale[:, None, None]).astype(kernel.value.dtype))
+                kernel.set_value((kernel[...] * scale[:, None, None]).astype(kernel.dtype))
 
     def __call__(self, x: Array, rope=None, mask=None, *, collect: bool = False):
         """Returns the output, and (if collect) every block's output stacked as [depth, ...]."""

@@ -46,7 +46,7 @@ class Predictor(nnx.Module):
         dtype = as_dtype(cfg.dtype)
         b, nt = tgt_ids.shape
         x_ctx = self.embed(ctx)
-        token = self.mask_tokens.value[mask_index % cfg.num_mask_tokens].astype(dtype)
+        token = self.mask_tokens[...][mask_index % cfg.num_mask_tokens].astype(dtype)
         x_tgt = jnp.broadcast_to(token, (b, nt, cfg.width))
         x = jnp.concatenate([x_ctx, x_tgt], axis=1)
         ids = jnp.concatenate([jnp.broadcast_to(ctx_ids, (b, ctx_ids.shape[-1])), tgt_ids], axis=1)

@@ -70,7 +70,7 @@ class AttentiveProbe(nnx.Module):
         self.cross = CrossAttentionBlock(d, cfg.num_heads, mlp_dim, eps=cfg.ln_eps, qkv_bias=cfg.qkv_bias, rngs=rngs,
                                          std=cfg.init_std, dtype=dtype, param_dtype=pdtype)
         fc2 = self.cross.mlp.fc2.kernel
-        fc2.set_value((fc2.value / jnp.sqrt(2.0 * max(cfg.depth, 1))).astype(fc2.value.dtype))
+        fc2.set_value((fc2[...] / jnp.sqrt(2.0 * max(cfg.depth, 1))).astype(fc2.dtype))
         self.heads = nnx.List(
             [dense(d, c, ("embed", "classes"), rngs=rngs, std=cfg.init_std, dtype=dtype, param_dtype=pdtype)
              for c in cfg.num_classes]
@@ -81,7 +81,7 @@ class AttentiveProbe(nnx.Module):
         x = tokens.astype(as_dtype(self.cfg.dtype))
         if self.blocks is not None:
             x = self.blocks(x)
-        q = jnp.broadcast_to(self.query_tokens.value.astype(x.dtype), (x.shape[0],) + self.query_tokens.value.shape)
+        q = jnp.broadcast_to(self.query_tokens[...].astype(x.dtype), (x.shape[0],) + self.query_tokens.shape)
         return self.cross(q, x)
 
     def __call__(self, tokens: Array) -> list[Array]:

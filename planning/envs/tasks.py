@@ -1,0 +1,79 @@
+"""The three table-top tasks: what the goal is, how it is measured, and which expert reaches it.
+
+Success thresholds (also `env.success_threshold`; `info['is_success']` is distance < threshold):
+  Reach      distance = |TCP xyz - goal TCP xyz|          < 0.05 m
+  Push       distance = |cube xy - goal cube xy|          < 0.05 m
+  PickPlace  distance = |cube xyz - goal cube xyz|        < 0.05 m  (goal cube raised 8-14 cm by the expert)
+Goals come from `sample_goal` (planning.envs.goal): K steps of the task's expert toward a random target
+(reach: a TCP point >= 8 cm away; push: a cube position 8-18 cm away; pick-place: a raised point), or of a random
+walk; the goal is what was actually achieved after K steps, so it is reachable by construction.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from planning.envs import policies
+from planning.envs.tabletop import TableTopEnv
+
+
+class ReachEnv(TableTopEnv):
+    """Move the gripper's TCP to the goal position."""
+
+    task = "reach"
+    language_instruction = "move the gripper to the goal"
+    success_threshold = 0.05
+    default_goal_steps = 5
+
+    def achieved(self) -> np.ndarray:
+        return self.tcp_pos
+
+    def goal_distance(self, achieved: np.ndarray, goal: np.ndarray) -> float:
+        return float(np.linalg.norm(achieved - goal))
+
+    def expert(self, rng: np.random.Generator, noise: float = 0.0) -> policies.ReachPolicy:
+        return policies.ReachPolicy(policies.sample_reach_target(rng, self.tcp_pos), rng, noise)
+
+    def make_policy(self, kind: str, rng: np.random.Generator):
+        return self.expert(rng) if kind == "scripted" else policies.RandomWalkPolicy(rng)
+
+
+class PushEnv(TableTopEnv):
+    """Push the cube along the table to the goal position (xy)."""
+
+    task = "push"
+    language_instruction = "push the red cube to the goal"
+    success_threshold = 0.05
+    default_goal_steps = 20
+
+    def achieved(self) -> np.ndarray:
+        return self.cube_pos[:2]
+
+    def goal_distance(self, achieved: np.ndarray, goal: np.ndarray) -> float:
+        return float(np.linalg.norm(achieved[:2] - goal[:2]))
+
+    def expert(self, rng: np.random.Generator, noise: float = 0.0) -> policies.PushPolicy:
+        return policies.PushPolicy(policies.sample_push_target(rng, self.cube_pos), rng, noise)
+
+    def make_policy(self, kind: str, rng: np.random.Generator):
+        return self.expert(rng) if kind == "scripted" else policies.RandomWalkPolicy(rng)
+
+
+class PickPlaceEnv(TableTopEnv):
+    """Pick the cube up and hold it at the raised goal position."""
+
+    task = "pickplace"
+    language_instruction = "pick up the red cube and place it at the goal"
+    success_threshold = 0.05
+    default_goal_steps = 12
+
+    def achieved(self) -> np.ndarray:
+        return self.cube_pos
+
+    def goal_distance(self, achieved: np.ndarray, goal: np.ndarray) -> float:
+        return float(np.linalg.norm(achieved - goal))
+
+    def expert(self, rng: np.random.Generator, noise: float = 0.0) -> policies.PickPlacePolicy:
+        return policies.PickPlacePolicy(policies.sample_raised_target(rng), rng, noise)
+
+    def make_policy(self, kind: str, rng: np.random.Generator):
+        return self.expert(rng) if kind == "scripted" else policies.RandomWalkPolicy(rng)
