@@ -5,6 +5,9 @@ Stages (each resumes or is skipped when its outputs exist in --workdir):
   2. pretrain  V-JEPA 2 pretraining of a small ViT (configs/pretrain/demo.py), TensorBoard + loss curves PNG
   3. probe     attentive probes on frozen features: the pretrained encoder vs the same encoder at random init,
                on the motion task (which no single frame solves); results JSON + bar chart PNG
+  4. robot     `jepa collect`: exploratory episodes of the MuJoCo push task as an RLDS dataset
+  5. ac        `jepa train-ac`: the action-conditioned predictor on the frozen pretrained encoder; held-out
+               multi-step rollout L1 vs the copy-the-last-frame baseline (eval.json, rollout_l1.png)
 """
 from __future__ import annotations
 
@@ -78,10 +81,8 @@ def stage_probe(workdir: str, data_dir: str, pretrain_dir: str, *, num_train: in
 
     results = {}
     for name, enc in (("pretrained", encoder), ("random_init", random_encoder)):
-        graphdef, state = nnx.split(enc)
-        encode = lambda v, s=state, g=graphdef: nnx.merge(g, s)(v)
-        tr = extract_features(encode, map(squeeze, batches("train")), num_train)
-        va = extract_features(encode, map(squeeze, batches("validation")), num_val)
+        tr = extract_features(enc, map(squeeze, batches("train")), num_train)
+        va = extract_features(enc, map(squeeze, batches("validation")), num_val)
         pcfg = ProbeConfig(embed_dim=enc.cfg.width, num_classes=(int(max(tr[1].max(), va[1].max())) + 1,),
                            num_heads=4, depth=probe_depth)
         t = time.time()
@@ -100,6 +101,36 @@ def stage_probe(workdir: str, data_dir: str, pretrain_dir: str, *, num_train: in
     print(f"[probe] pretrained beats random init by {margin:.1f} points (chance {100 * results['chance']:.1f}%); "
           f"{out}/probe.png")
     return results
+
+
+def stage_robot(workdir: str, episodes: int, steps: int) -> str:
+    from planning.collect import collect
+
+    out = os.path.join(workdir, "robot")
+    path = os.path.join(out, "robot_episodes", "push", "1.0.0")
+    if not os.path.exists(os.path.join(path, "dataset_info.json")):
+        t = time.time()
+        path = str(collect("push", episodes, out, steps=steps, size=64, seed=0, policy="mixed"))
+        print(f"[robot] {episodes} push episodes x {steps} steps in {time.time() - t:.0f}s -> {path}")
+    return path
+
+
+def stage_ac(workdir: str, pretrain_dir: str, robot_path: str, overrides: list[str]) -> dict:
+    from jepa.config import load_config
+    from jepa.train.ac import train
+
+    out = os.path.join(workdir, "ac")
+    if os.path.exists(os.path.join(out, "eval.json")):
+        with open(os.path.join(out, "eval.json")) as f:
+            result = json.load(f)
+        print(f"[ac] done already: held-out rollout L1 {result['rollout_l1_mean']:.4f} vs copy-last "
+              f"{result['copy_l1_mean']:.4f} ({result['ratio_copy_over_rollout']:.2f}x lower)")
+        return result
+    cfg = load_config("configs/ac/demo.py", overrides)
+    with cfg.unlocked():
+        cfg.encoder_bundle = os.path.join(pretrain_dir, "model")
+        cfg.data.paths = [robot_path]
+    return train(cfg, out)
 
 
 def _bar_chart(results: dict, path: str) -> None:
@@ -132,8 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--probe-epochs", type=int, default=15)
     ap.add_argument("--probe-depth", type=int, default=0, help="self-attention blocks before the probe's "
                     "cross-attention (the reference uses 3; 0 keeps the demo fast on a CPU)")
-    ap.add_argument("--stages", default="data,pretrain,probe")
+    ap.add_argument("--robot-episodes", type=int, default=160)
+    ap.add_argument("--robot-steps", type=int, default=30)
+    ap.add_argument("--stages", default="data,pretrain,probe,robot,ac")
     args, overrides = ap.parse_known_args(argv)
+    # --config.x=v overrides go to the pretraining config; --ac.config.x=v to the AC config.
+    ac_overrides = ["--config." + o[len("--ac.config."):] for o in overrides if o.startswith("--ac.config.")]
+    overrides = [o for o in overrides if not o.startswith("--ac.config.")]
     stages = args.stages.split(",")
     t0 = time.time()
     data_dir = stage_data(args.workdir, args.train_clips, args.val_clips)
@@ -143,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     if "probe" in stages:
         stage_probe(args.workdir, data_dir, pre, num_train=args.train_clips, num_val=args.val_clips,
                     epochs=args.probe_epochs, probe_depth=args.probe_depth)
+    if "ac" in stages:
+        robot = stage_robot(args.workdir, args.robot_episodes, args.robot_steps)
+        stage_ac(args.workdir, pre, robot, ac_overrides)
     print(f"[demo] done in {time.time() - t0:.0f}s; TensorBoard: tensorboard --logdir {args.workdir}")
     return 0
 

@@ -113,3 +113,33 @@ def test_unknown_config_key_is_one_clear_error():
 
     with pytest.raises(KeyError, match="unknown config key 'train.stepz'"):
         load_config(CONFIG, ["--config.train.stepz=3"])
+
+
+def test_gradient_accumulation_matches_full_batch_and_bf16_runs():
+    import jax
+    import numpy as np
+
+    from jepa import sharding
+    from jepa.config import load_config
+    from jepa.train.pretrain import batch_spec, build, compile_step, create_state
+
+    def one_step(overrides):
+        exp = build(load_config(CONFIG, overrides))
+        state, shard = create_state(exp, 0)
+        spec = batch_spec(exp)
+        compiled, _ = compile_step(exp, shard, spec)
+        rng = np.random.default_rng(0)
+        batch = {"video": rng.normal(size=spec["video"].shape).astype(np.float32), **exp.masker(8, rng)}
+        with exp.mesh:
+            new, m = compiled(state, sharding.global_batch(batch, exp.mesh))
+        return float(m["loss"]), jax.device_get(new["params"])
+
+    loss1, p1 = one_step([])
+    loss2, p2 = one_step(["--config.train.accum_steps=2"])
+    print(f"full batch loss {loss1:.7f}, 2 micro-batches {loss2:.7f}")
+    assert abs(loss1 - loss2) < 1e-6
+    diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), p1, p2))
+    assert max(diffs) < 1e-5
+    loss_bf16, _ = one_step(["--config.model.encoder.dtype=bfloat16", "--config.model.predictor.dtype=bfloat16"])
+    print(f"bf16 compute loss {loss_bf16:.5f}")
+    assert np.isfinite(loss_bf16) and abs(loss_bf16 - loss1) < 0.05

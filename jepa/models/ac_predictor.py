@@ -63,7 +63,8 @@ class ACPredictor(nnx.Module):
     def __call__(self, frames: Array, actions: Array, states: Array, extrinsics: Array | None = None) -> Array:
         """frames [B, T, H', W', D] (encoder tokens per frame), actions [B, T, A], states [B, T, S].
 
-        Returns [B, T, H', W', D]: at step t, the prediction of frame t+1.
+        Returns [B, T, H', W', D]: at step t, the prediction of frame t+1 (with cfg.residual, the input frame t
+        plus the predicted change).
         """
         cfg = self.cfg
         b, t, gh, gw, _ = frames.shape
@@ -81,5 +82,7 @@ class ACPredictor(nnx.Module):
         mask = block_causal_mask(t, n_step)[None, None]
         x = self.blocks(x, rope, mask)
         x = x.reshape(b, t, n_step, cfg.width)[:, :, cfg.cond_tokens:]
-        x = self.proj(self.norm(x))
-        return x.reshape(b, t, gh, gw, cfg.embed_dim)
+        x = self.proj(self.norm(x)).reshape(b, t, gh, gw, cfg.embed_dim)
+        if cfg.residual:  # the blocks predict the change from frame t to frame t+1
+            x = x + frames.astype(x.dtype)
+        return x

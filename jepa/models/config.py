@@ -95,6 +95,7 @@ class ACPredictorConfig(_Base):
     state_dim: int = 7
     use_extrinsics: bool = False  # extrinsics token (Linear action_dim-1 -> width); unused by released models
     grid_size: int = 16  # RoPE h/w positions are rescaled to this grid (reference behaviour); 0 = no rescale
+    residual: bool = False  # predict a change on top of the input frame (not in the released model)
     ln_eps: float = 1e-6
     qkv_bias: bool = True
     rope: RopeMode = "reference"

@@ -22,16 +22,18 @@ from jepa.train.optim import decay_mask
 from jepa.sharding import logical_names
 
 
-def extract_features(encode: Callable[[jax.Array], jax.Array], batches: Iterable[dict], num: int,
-                     *, label_key: str = "label", progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Runs `encode(video) -> tokens [B, N, D]` over batches until `num` examples; returns (features, labels)."""
+def extract_features(encoder: nnx.Module, batches: Iterable[dict], num: int, *, label_key: str = "label",
+                     progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Runs the frozen encoder (video [B, T, H, W, C] -> tokens [B, N, D]) over batches until `num` examples;
+    returns (features, labels). Parameters go in as jit arguments, not closed-over constants."""
     from tqdm import tqdm
 
-    encode = jax.jit(encode)
+    graphdef, state = nnx.split(encoder)
+    encode = jax.jit(lambda s, v: nnx.merge(graphdef, s)(v))
     feats, labels, seen = [], [], 0
     bar = tqdm(total=num, desc="features", disable=not progress, mininterval=1.0)
     for batch in batches:
-        f = np.asarray(encode(jnp.asarray(batch["video"])), np.float32)
+        f = np.asarray(encode(state, jnp.asarray(batch["video"])), np.float32)
         take = min(len(f), num - seen)
         feats.append(f[:take])
         labels.append(np.asarray(batch[label_key])[:take])

@@ -1,0 +1,1 @@
+"""tensorflow-datasets builder of the embedded synthetic motion dataset (`jepa.data.synthetic`)."""
