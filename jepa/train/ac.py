@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -75,19 +76,31 @@ def load_episodes(data: ml_collections.ConfigDict) -> tuple[EpisodeSet, EpisodeS
     return sets[0], sets[1]
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _encode_batch(graphdef, state, frames):
+    # The encoder's parameters are an argument, not a closure: closed-over arrays would be baked into the HLO as
+    # constants (gigabytes for a large encoder) and recompiled for every call site.
+    return wm.encode_frames(nnx.merge(graphdef, state), frames[:, None])[:, 0]
+
+
 def cache_features(encoder, eps: EpisodeSet, batch_frames: int = 256) -> None:
-    """Encodes every frame once (frozen encoder) into eps.features."""
+    """Encodes every frame once (frozen encoder) into eps.features.
+
+    Frames of consecutive episodes are packed into batches of exactly `batch_frames` (the last one zero-padded),
+    so the encoder compiles once whatever the episode lengths."""
     graphdef, state = nnx.split(encoder)
-
-    @jax.jit
-    def enc(frames):
-        return wm.encode_frames(nnx.merge(graphdef, state), frames[:, None])[:, 0]
-
-    feats = []
-    for frames in eps.frames:
-        out = [np.asarray(enc(jnp.asarray(frames[i:i + batch_frames]))) for i in range(0, len(frames), batch_frames)]
-        feats.append(np.concatenate(out))
-    eps.features = feats
+    bounds = np.cumsum([0] + [len(f) for f in eps.frames])
+    total = int(bounds[-1])
+    out = []
+    for a in range(0, total, batch_frames):
+        b = min(a + batch_frames, total)
+        first = int(np.searchsorted(bounds, a, side="right")) - 1
+        last = int(np.searchsorted(bounds, b, side="left"))
+        chunk = np.concatenate([eps.frames[e][max(a, bounds[e]) - bounds[e]:min(b, bounds[e + 1]) - bounds[e]]
+                                for e in range(first, last)])
+        pad = np.zeros((batch_frames - len(chunk),) + chunk.shape[1:], chunk.dtype)
+        out.append(np.asarray(_encode_batch(graphdef, state, jnp.asarray(np.concatenate([chunk, pad]))))[:b - a])
+    eps.features = np.split(np.concatenate(out), bounds[1:-1])
 
 
 # --- Step ----------------------------------------------------------------------------------------------------
@@ -126,28 +139,31 @@ def make_step(exp):
 
 
 # --- Evaluation ------------------------------------------------------------------------------------------------
+@functools.partial(jax.jit, static_argnums=0)
+def _eval_batch(graphdef, params, feats, actions, states):
+    """Per-step L1 [B, T-1] of the rollout from frame 0, of copying frame 0, and of teacher forcing.
+
+    Module-level (graphdef static) so that it compiles once per shape, not at every evaluation."""
+    pred = nnx.merge(graphdef, params)
+    z = wm.rollout(pred, feats[:, :1], actions, states, feats.shape[1] - 1)
+    err = jnp.abs(z - feats[:, 1:]).mean(axis=(2, 3, 4))  # [B, k]
+    copy = jnp.abs(feats[:, :1] - feats[:, 1:]).mean(axis=(2, 3, 4))
+    tf = wm.teacher_forcing(pred, feats, actions, states)
+    tf_err = jnp.abs(tf - feats[:, 1:]).mean(axis=(2, 3, 4))
+    return err, copy, tf_err
+
+
 def evaluate(params, graphdef, eps: EpisodeSet, clip_frames: int, *, max_clips: int = 256, seed: int = 0) -> dict:
     """Multi-step rollout L1 on held-out clips vs the copy-the-last-frame baseline, per horizon step."""
     idx = eps.clip_index(clip_frames)
     rng = np.random.default_rng(seed)
     if len(idx) > max_clips:
         idx = idx[np.sort(rng.choice(len(idx), max_clips, replace=False))]
-    k = clip_frames - 1
-
-    @jax.jit
-    def run(params, feats, actions, states):
-        pred = nnx.merge(graphdef, params)
-        z = wm.rollout(pred, feats[:, :1], actions, states, k)
-        err = jnp.abs(z - feats[:, 1:]).mean(axis=(2, 3, 4))  # [B, k]
-        copy = jnp.abs(feats[:, :1] - feats[:, 1:]).mean(axis=(2, 3, 4))
-        tf = wm.teacher_forcing(pred, feats, actions, states)
-        tf_err = jnp.abs(tf - feats[:, 1:]).mean(axis=(2, 3, 4))
-        return err, copy, tf_err
-
     errs, copies, tfs = [], [], []
     for i in range(0, len(idx), 64):
         b = eps.batch(idx[i:i + 64], clip_frames, with_frames=False)
-        e, c, t = run(params, jnp.asarray(b["features"]), jnp.asarray(b["actions"]), jnp.asarray(b["states"]))
+        e, c, t = _eval_batch(graphdef, params, jnp.asarray(b["features"]), jnp.asarray(b["actions"]),
+                              jnp.asarray(b["states"]))
         errs.append(np.asarray(e)), copies.append(np.asarray(c)), tfs.append(np.asarray(t))
     err, copy, tf = (np.concatenate(x).mean(0) for x in (errs, copies, tfs))
     return {"rollout_l1": err.tolist(), "copy_l1": copy.tolist(), "teacher_forcing_l1": tf.tolist(),
@@ -253,7 +269,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         if jax.process_count() == 1:
             save_bundle(os.path.join(workdir, "model"),
                         {"encoder": encoder, "ac_predictor": nnx.merge(graphdef, jax.device_get(state["params"]))},
-                        meta={"data_size": cfg.data.size, "frame_stride": cfg.data.frame_stride})
+                        meta={"data_size": cfg.data.size, "frame_stride": cfg.data.frame_stride},
+                        overwrite=True)  # a resumed run replaces the bundle it wrote before
     print(f"[train-ac] held-out rollout L1 {result['rollout_l1_mean']:.4f} vs copy-last {result['copy_l1_mean']:.4f}: "
           f"{result['ratio_copy_over_rollout']:.2f}x lower (per step: "
           f"{[round(x, 3) for x in result['rollout_l1']]} vs {[round(x, 3) for x in result['copy_l1']]})")
