@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/python -m jepa.demo --workdir runs/demo
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.pipeline
 
 clean:
 	rm -rf $(VENV) runs
