@@ -17,7 +17,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.features = "cache"  # 'cache': encode every frame once; 'online': encode inside the step
     c.data = ml_collections.ConfigDict(dict(
         paths=["runs/demo/robot"], split="train", camera="exterior_image_1_left", frame_stride=1, size=64,
-        clip_frames=4 if smoke else 6, val_fraction=0.15))
+        clip_frames=4 if smoke else 6, val_fraction=0.15,
+        normalize=True))  # standardise actions/states with training-set statistics (kept in the bundle)
     c.model = ACPredictorConfig(width=64 if smoke else 128, depth=1 if smoke else 4, num_heads=4,
                                 mlp_dim=128 if smoke else 512).to_dict()
     c.optim = ml_collections.ConfigDict(dict(lr=1e-3 if smoke else 6e-4, start_lr=1e-4, warmup_steps=10 if smoke else 100,

@@ -27,7 +27,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
     # The embedded synthetic videos (jepa.data.synthetic), read through the same grain path as real datasets.
     c.data = synthetic_config("runs/demo/data", num_frames=8, crop_size=32 if smoke else 64, flip=True,
-                              batch_size=0)  # batch_size is set per process from train.batch_size
+                              batch_size=0,  # set per process from train.batch_size
+                              num_workers=0 if smoke else 1)  # one decoding process overlaps the train step
 
     c.optim = ml_collections.ConfigDict(dict(
         lr=1e-3, start_lr=2e-4, final_lr=1e-5, warmup_steps=40, cooldown_steps=60, weight_decay=0.04,

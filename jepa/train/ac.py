@@ -59,8 +59,9 @@ class EpisodeSet:
         return {k: np.stack(v) for k, v in out.items()}
 
 
-def load_episodes(data: ml_collections.ConfigDict) -> tuple[EpisodeSet, EpisodeSet]:
-    """Reads RLDS episodes and splits them by episode into train / held-out validation."""
+def load_episodes(data: ml_collections.ConfigDict) -> tuple[EpisodeSet, EpisodeSet, dict | None]:
+    """Reads RLDS episodes and splits them by episode into train / held-out validation; returns both and the
+    action/state normalisation statistics of the training episodes (None with data.normalize=False)."""
     from jepa.data.rlds import RLDSEpisodes
 
     eps = []
@@ -70,10 +71,32 @@ def load_episodes(data: ml_collections.ConfigDict) -> tuple[EpisodeSet, EpisodeS
     if len(eps) < 2:
         raise ValueError(f"need at least 2 episodes in {list(data.paths)}, found {len(eps)}")
     n_val = max(1, int(round(len(eps) * data.val_fraction)))
+    train_eps, val_eps = eps[:-n_val], eps[-n_val:]
+    stats = normalization_stats(train_eps) if data.normalize else None
     sets = []
-    for part in (eps[:-n_val], eps[-n_val:]):
-        sets.append(EpisodeSet([e.frames for e in part], [e.states for e in part], [e.actions for e in part]))
-    return sets[0], sets[1]
+    for part in (train_eps, val_eps):
+        sets.append(EpisodeSet([e.frames for e in part], [normalize(e.states, stats, "state") for e in part],
+                               [normalize(e.actions, stats, "action") for e in part]))
+    return sets[0], sets[1], stats
+
+
+def normalization_stats(episodes) -> dict[str, list[float]]:
+    """Per-dimension mean/std of actions and states over the training episodes. Raw end-effector deltas are a few
+    centimetres; standardising them lets the predictor's action/state encoders learn at the same pace as the rest.
+    Dimensions that barely vary (e.g. a fixed orientation) keep std 1 so they are not blown up."""
+    out = {}
+    for key, arrays in (("action", [e.actions for e in episodes]), ("state", [e.states for e in episodes])):
+        x = np.concatenate(arrays).astype(np.float64)
+        std = x.std(0)
+        out[f"{key}_mean"] = x.mean(0).tolist()
+        out[f"{key}_std"] = np.where(std < 1e-3, 1.0, std).tolist()
+    return out
+
+
+def normalize(x: np.ndarray, stats: dict | None, key: str) -> np.ndarray:
+    if stats is None:
+        return x
+    return ((x - np.asarray(stats[f"{key}_mean"])) / np.asarray(stats[f"{key}_std"])).astype(np.float32)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -186,7 +209,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     if cfg.data.size % encoder.cfg.patch_size:
         raise ValueError(f"data.size {cfg.data.size} is not divisible by the encoder's patch {encoder.cfg.patch_size}")
     t0 = time.time()
-    train_eps, val_eps = load_episodes(cfg.data)
+    train_eps, val_eps, norm_stats = load_episodes(cfg.data)
     cache_features(encoder, val_eps)
     if cfg.features == "cache":
         cache_features(encoder, train_eps)
@@ -269,7 +292,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         if jax.process_count() == 1:
             save_bundle(os.path.join(workdir, "model"),
                         {"encoder": encoder, "ac_predictor": nnx.merge(graphdef, jax.device_get(state["params"]))},
-                        meta={"data_size": cfg.data.size, "frame_stride": cfg.data.frame_stride},
+                        meta={"data_size": cfg.data.size, "frame_stride": cfg.data.frame_stride,
+                              "normalization": norm_stats},
                         overwrite=True)  # a resumed run replaces the bundle it wrote before
     print(f"[train-ac] held-out rollout L1 {result['rollout_l1_mean']:.4f} vs copy-last {result['copy_l1_mean']:.4f}: "
           f"{result['ratio_copy_over_rollout']:.2f}x lower (per step: "
