@@ -18,6 +18,9 @@ from jepa import world_model as wm  # noqa: E402
 from jepa.config import load_config  # noqa: E402
 from jepa.train import ac  # noqa: E402
 
+# One xdist worker runs the whole module, so its module-scoped training runs are built once.
+pytestmark = pytest.mark.xdist_group("ac")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs/ac/demo.py") + ":smoke"
 N = 6  # steps of the first run; the resumed run goes to 2N

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jepa.models.config import ACPredictorConfig
-from jepa.models.layers import Block, BlockStack, as_dtype, dense, layer_norm, rope_tables
+from jepa.models.layers import block_stack, as_dtype, dense, layer_norm, rope_tables
 
 Array = jax.Array
 
@@ -50,15 +50,11 @@ class ACPredictor(nnx.Module):
         self.action_encoder = dense(cfg.action_dim, cfg.width, (None, "embed"), **kw)
         self.state_encoder = dense(cfg.state_dim, cfg.width, (None, "embed"), **kw)
         self.extrinsics_encoder = dense(cfg.action_dim - 1, cfg.width, (None, "embed"), **kw) if cfg.use_extrinsics else None
-        self.blocks = BlockStack(
-            cfg.depth,
-            lambda r: Block(cfg.width, cfg.num_heads, cfg.mlp_dim, eps=cfg.ln_eps, qkv_bias=cfg.qkv_bias, rngs=r,
-                            std=cfg.init_std, dtype=dtype, param_dtype=pdtype),
-            rngs=rngs,
-            remat=cfg.remat,
-        )
+        self.blocks = block_stack(cfg, rngs=rngs)
         self.norm = layer_norm(cfg.width, cfg.ln_eps, rngs=rngs, dtype=dtype, param_dtype=pdtype)
         self.proj = dense(cfg.width, cfg.embed_dim, ("embed", "embed_in"), **kw)
+        if cfg.residual:  # start as the copy-the-input-frame model; training learns the change
+            self.proj.kernel.set_value(jnp.zeros_like(self.proj.kernel[...]))
 
     def __call__(self, frames: Array, actions: Array, states: Array, extrinsics: Array | None = None) -> Array:
         """frames [B, T, H', W', D] (encoder tokens per frame), actions [B, T, A], states [B, T, S].

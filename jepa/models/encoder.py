@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jepa.models.config import ViTConfig
-from jepa.models.layers import Block, BlockStack, as_dtype, grid_positions, layer_norm, rope_tables, select_layers, trunc_normal
+from jepa.models.layers import block_stack, as_dtype, grid_positions, layer_norm, rope_tables, select_layers, trunc_normal
 
 Array = jax.Array
 
@@ -61,13 +61,7 @@ class VisionTransformer(nnx.Module):
         self.cfg = cfg
         dtype, pdtype = as_dtype(cfg.dtype), as_dtype(cfg.param_dtype)
         self.patch_embed = PatchEmbed3D(cfg, rngs=rngs)
-        self.blocks = BlockStack(
-            cfg.depth,
-            lambda r: Block(cfg.width, cfg.num_heads, cfg.mlp_dim, eps=cfg.ln_eps, qkv_bias=cfg.qkv_bias, rngs=r,
-                            std=cfg.init_std, dtype=dtype, param_dtype=pdtype),
-            rngs=rngs,
-            remat=cfg.remat,
-        )
+        self.blocks = block_stack(cfg, rngs=rngs)
         self.norm = layer_norm(cfg.width, cfg.ln_eps, rngs=rngs, dtype=dtype, param_dtype=pdtype)
 
     def __call__(self, video: Array, keep: Array | None = None, *, layers: Sequence[int] | None = None):

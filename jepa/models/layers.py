@@ -215,6 +215,19 @@ class BlockStack(nnx.Module):
         return (x, hs) if collect else x
 
 
+def block_stack(cfg, *, rngs: nnx.Rngs) -> BlockStack:
+    """The transformer trunk of any model config with width / depth / num_heads / mlp_dim / ln_eps / qkv_bias /
+    init_std / remat / dtype / param_dtype fields."""
+    dtype, pdtype = as_dtype(cfg.dtype), as_dtype(cfg.param_dtype)
+    return BlockStack(
+        cfg.depth,
+        lambda r: Block(cfg.width, cfg.num_heads, cfg.mlp_dim, eps=cfg.ln_eps, qkv_bias=cfg.qkv_bias, rngs=r,
+                        std=cfg.init_std, dtype=dtype, param_dtype=pdtype),
+        rngs=rngs,
+        remat=cfg.remat,
+    )
+
+
 def select_layers(hs: Array, layers: Sequence[int], depth: int) -> list[Array]:
     """Pick block outputs by index (negative indices count from the end)."""
     out = []

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jepa.models.config import PredictorConfig
-from jepa.models.layers import Block, BlockStack, as_dtype, dense, grid_positions, layer_norm, rope_tables, trunc_normal
+from jepa.models.layers import block_stack, as_dtype, dense, grid_positions, layer_norm, rope_tables, trunc_normal
 
 Array = jax.Array
 
@@ -30,13 +30,7 @@ class Predictor(nnx.Module):
         self.mask_tokens = nnx.Param(
             nnx.with_partitioning(minit, (None, "embed"))(rngs.params(), (cfg.num_mask_tokens, cfg.width), pdtype)
         )
-        self.blocks = BlockStack(
-            cfg.depth,
-            lambda r: Block(cfg.width, cfg.num_heads, cfg.mlp_dim, eps=cfg.ln_eps, qkv_bias=cfg.qkv_bias, rngs=r,
-                            std=cfg.init_std, dtype=dtype, param_dtype=pdtype),
-            rngs=rngs,
-            remat=cfg.remat,
-        )
+        self.blocks = block_stack(cfg, rngs=rngs)
         self.norm = layer_norm(cfg.width, cfg.ln_eps, rngs=rngs, dtype=dtype, param_dtype=pdtype)
         self.proj = dense(cfg.width, cfg.embed_dim, ("embed", "embed_in"), **kw)
 
