@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--probe-epochs", type=int, default=15)
     ap.add_argument("--probe-depth", type=int, default=0, help="self-attention blocks before the probe's "
                     "cross-attention (the reference uses 3; 0 keeps the demo fast on a CPU)")
-    ap.add_argument("--robot-episodes", type=int, default=160)
+    ap.add_argument("--robot-episodes", type=int, default=400)
     ap.add_argument("--robot-steps", type=int, default=30)
     ap.add_argument("--stages", default="data,pretrain,probe,robot,ac")
     args, overrides = ap.parse_known_args(argv)

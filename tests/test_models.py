@@ -325,3 +325,14 @@ def test_reference_init_statistics(fresh_params):
     assert not np.any(np.asarray(pred["mask_tokens"]))  # zero-initialised mask tokens
     proj = np.asarray(pred["blocks"]["blocks"]["attn"]["proj"]["kernel"])  # the predictor's blocks are rescaled too
     assert proj[0].std() / proj[2].std() == pytest.approx(math.sqrt(3), rel=0.1)
+
+
+def test_residual_ac_predictor_starts_as_copy_last_frame():
+    from jepa.models import ACPredictor, ACPredictorConfig
+
+    cfg = ACPredictorConfig(embed_dim=16, width=32, depth=1, num_heads=2, mlp_dim=64, grid_size=2, residual=True)
+    model = ACPredictor(cfg, rngs=nnx.Rngs(0))
+    frames = jax.random.normal(jax.random.key(1), (2, 3, 2, 2, 16))
+    out = model(frames, jnp.ones((2, 3, 7)), jnp.ones((2, 3, 7)))
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(frames))  # zero-initialised change
+    assert not ACPredictorConfig().residual  # the released architecture predicts frames directly

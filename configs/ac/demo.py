@@ -17,15 +17,17 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.features = "cache"  # 'cache': encode every frame once; 'online': encode inside the step
     c.data = ml_collections.ConfigDict(dict(
         paths=["runs/demo/robot"], split="train", camera="exterior_image_1_left", frame_stride=1, size=64,
-        clip_frames=4 if smoke else 6, val_fraction=0.15,
+        clip_frames=4, val_fraction=0.15,
         normalize=True))  # standardise actions/states with training-set statistics (kept in the bundle)
+    # residual=True: the predictor outputs frame t plus a change, its output layer zero-initialised, so it starts as
+    # the copy-last-frame model (the released V-JEPA 2-AC predicts frames directly: residual=False).
     c.model = ACPredictorConfig(width=64 if smoke else 128, depth=1 if smoke else 4, num_heads=4,
-                                mlp_dim=128 if smoke else 512).to_dict()
+                                mlp_dim=128 if smoke else 512, residual=not smoke).to_dict()
     c.optim = ml_collections.ConfigDict(dict(lr=1e-3 if smoke else 6e-4, start_lr=1e-4, warmup_steps=10 if smoke else 100,
-                                             cooldown_steps=10 if smoke else 300, weight_decay=0.04, clip_norm=0.0))
-    c.train = ml_collections.ConfigDict(dict(steps=20 if smoke else 1500, batch_size=8 if smoke else 32,
-                                             rollout_steps=2, eval_every=10 if smoke else 250,
-                                             checkpoint_every=10 if smoke else 500, keep_checkpoints=2))
+                                             cooldown_steps=10 if smoke else 150, weight_decay=0.04, clip_norm=0.0))
+    c.train = ml_collections.ConfigDict(dict(steps=20 if smoke else 600, batch_size=8 if smoke else 16,
+                                             rollout_steps=2, eval_every=10 if smoke else 100,
+                                             checkpoint_every=10 if smoke else 200, keep_checkpoints=2))
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
     c.rules = [list(r) for r in DEFAULT_RULES]
     return c
