@@ -50,10 +50,9 @@ _ensure_imageio()
 from gymnasium.envs.mujoco.pusher_v5 import PusherEnv  # noqa: E402
 from gymnasium.envs.mujoco.reacher_v5 import ReacherEnv  # noqa: E402
 
-from planning.envs.goal import GoalTaskMixin  # noqa: E402
+from planning.envs.goal import STATE_SPEC, GoalTaskMixin  # noqa: E402
 from planning.envs.rendering import new_renderer  # noqa: E402
 
-_STATE_SPEC = mujoco.mjtState.mjSTATE_INTEGRATION
 
 
 class _GoalAdapter(GoalTaskMixin, gym.Env):
@@ -91,7 +90,7 @@ class _GoalAdapter(GoalTaskMixin, gym.Env):
         self.data: mujoco.MjData = env.data
         self.model.geom_rgba[self.model.geom(self.marker_geom).id, 3] = 0.0
         self.action_dim = int(np.prod(env.action_space.shape))
-        self._state_size = mujoco.mj_stateSize(self.model, _STATE_SPEC)
+        self._state_size = mujoco.mj_stateSize(self.model, STATE_SPEC)
         self._renderer: mujoco.Renderer | None = None
         self._cam = mujoco.MjvCamera()
         self._cam.type = mujoco.mjtCamera.mjCAMERA_FREE
@@ -108,18 +107,6 @@ class _GoalAdapter(GoalTaskMixin, gym.Env):
         return float(self.inner.unwrapped.dt)
 
     # -- GoalTaskMixin primitives ---------------------------------------------------------------------------------
-    def get_state(self) -> np.ndarray:
-        out = np.empty(self._state_size, dtype=np.float64)
-        mujoco.mj_getState(self.model, self.data, out, _STATE_SPEC)
-        return out
-
-    def set_state(self, state: np.ndarray) -> None:
-        state = np.asarray(state, dtype=np.float64)
-        if state.shape != (self._state_size,):
-            raise ValueError(f"state must have shape ({self._state_size},), got {state.shape}")
-        mujoco.mj_setState(self.model, self.data, state, _STATE_SPEC)
-        mujoco.mj_forward(self.model, self.data)
-
     def advance(self, action: np.ndarray) -> None:
         a = np.clip(np.asarray(action, dtype=np.float64).reshape(self.action_dim),
                     self.action_space.low, self.action_space.high)

@@ -2,10 +2,15 @@
 
 Goals are reachable by construction (the V-JEPA 2-AC / DINO-WM protocol): from the current state a scripted or
 random policy runs K steps, the goal image is rendered and the goal quantities recorded, then the start state is
-restored exactly. `GoalTaskMixin.sample_goal` implements that once on top of a few primitives each env provides:
+restored exactly. `GoalTaskMixin.sample_goal` implements that once on top of a few primitives. The mixin itself
+provides the full MuJoCo state save/restore from the env's `model`, `data` and `_state_size`
+(= mujoco.mj_stateSize(model, STATE_SPEC)):
 
     get_state() -> np.ndarray            full simulator state (float64 vector)
     set_state(state) -> None             restore it exactly (renders and later steps reproduce)
+
+and each env provides:
+
     advance(action) -> None              one control step of physics, no rendering, no goal bookkeeping
     render_image() -> np.ndarray         uint8 [H, W, 3] from the task camera (whatever the render_mode)
     proprio_state() -> np.ndarray        the agent's own state vector (Goal.state)
@@ -24,7 +29,11 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import mujoco
 import numpy as np
+
+# Everything that determines the future of a simulation: time, qpos, qvel, act, warm start, ctrl, mocap, ...
+STATE_SPEC = mujoco.mjtState.mjSTATE_INTEGRATION
 
 Policy = Callable[[Any], np.ndarray]
 
@@ -71,6 +80,21 @@ class GoalTaskMixin:
     goal: Goal | None = None
     success_threshold: float = 0.05
     default_goal_steps: int = 10
+
+    # -- simulator state ----------------------------------------------------------------------------------------
+    def get_state(self) -> np.ndarray:
+        """Full simulator state (float64 [n]): see STATE_SPEC."""
+        out = np.empty(self._state_size, dtype=np.float64)
+        mujoco.mj_getState(self.model, self.data, out, STATE_SPEC)
+        return out
+
+    def set_state(self, state: np.ndarray) -> None:
+        """Restore a `get_state()` vector exactly (then recompute derived quantities for rendering / accessors)."""
+        state = np.asarray(state, dtype=np.float64)
+        if state.shape != (self._state_size,):
+            raise ValueError(f"state must have shape ({self._state_size},), got {state.shape}")
+        mujoco.mj_setState(self.model, self.data, state, STATE_SPEC)
+        mujoco.mj_forward(self.model, self.data)
 
     # -- goal API -----------------------------------------------------------------------------------------------
     def sample_goal(

@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 
 from jepa.data.rlds import euler_xyz_to_matrix, matrix_to_euler_xyz  # noqa: E402
 from planning.envs import scene  # noqa: E402
-from planning.envs.goal import GoalTaskMixin  # noqa: E402
+from planning.envs.goal import STATE_SPEC, GoalTaskMixin  # noqa: E402
 from planning.envs.rendering import new_renderer  # noqa: E402
 
 MAX_DXYZ = 0.075  # m per control step
@@ -49,7 +49,6 @@ MAX_LEAD = 0.1  # commanded TCP stays within this L-inf distance of the actual T
 WORKSPACE_LOW = np.array([-0.16, -0.16, scene.FINGER_BELOW_TCP])
 WORKSPACE_HIGH = np.array([0.16, 0.16, 0.16])
 ACTION_HIGH = np.array([MAX_DXYZ] * 3 + [MAX_DROT] * 3 + [MAX_DGRIP], dtype=np.float32)
-_STATE_SPEC = mujoco.mjtState.mjSTATE_INTEGRATION
 _RAMP_FRACTION = 0.6
 _RAMP_CHUNKS = 6
 
@@ -101,7 +100,7 @@ class TableTopEnv(GoalTaskMixin, gym.Env):
         self._hand_qpos = int(m.jnt_qposadr[m.joint("hand").id])
         self._cube_qpos = int(m.jnt_qposadr[m.joint("cube").id])
         self._finger_qpos = np.array([m.jnt_qposadr[m.joint(n).id] for n in ("finger_left", "finger_right")])
-        self._state_size = mujoco.mj_stateSize(m, _STATE_SPEC)
+        self._state_size = mujoco.mj_stateSize(m, STATE_SPEC)
         self._renderer: mujoco.Renderer | None = None
         self._ramp = _ramp_schedule(self.substeps)
         self.action_space = gym.spaces.Box(-ACTION_HIGH, ACTION_HIGH, dtype=np.float32)
@@ -164,20 +163,6 @@ class TableTopEnv(GoalTaskMixin, gym.Env):
 
     def object_position(self) -> np.ndarray:
         return self.cube_pos
-
-    def get_state(self) -> np.ndarray:
-        """Full simulator state (float64 [n]) – see the module doc."""
-        out = np.empty(self._state_size, dtype=np.float64)
-        mujoco.mj_getState(self.model, self.data, out, _STATE_SPEC)
-        return out
-
-    def set_state(self, state: np.ndarray) -> None:
-        """Restore a `get_state()` vector exactly (then recompute derived quantities for rendering / accessors)."""
-        state = np.asarray(state, dtype=np.float64)
-        if state.shape != (self._state_size,):
-            raise ValueError(f"state must have shape ({self._state_size},), got {state.shape}")
-        mujoco.mj_setState(self.model, self.data, state, _STATE_SPEC)
-        mujoco.mj_forward(self.model, self.data)
 
     def advance(self, action: np.ndarray) -> None:
         """One control step of physics for `action` (clipped); no rendering."""
