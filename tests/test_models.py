@@ -336,3 +336,23 @@ def test_residual_ac_predictor_starts_as_copy_last_frame():
     out = model(frames, jnp.ones((2, 3, 7)), jnp.ones((2, 3, 7)))
     np.testing.assert_array_equal(np.asarray(out), np.asarray(frames))  # zero-initialised change
     assert not ACPredictorConfig().residual  # the released architecture predicts frames directly
+
+
+def test_ac_predictor_position_embedding():
+    """The optional absolute position embedding reaches every patch token's output and checks its grid."""
+    from jepa.models import ACPredictor, ACPredictorConfig
+
+    cfg = ACPredictorConfig(embed_dim=16, width=32, depth=1, num_heads=2, mlp_dim=64, grid_size=2, pos_embed=True)
+    model = ACPredictor(cfg, rngs=nnx.Rngs(0))
+    frames, a, s = jax.random.normal(jax.random.key(1), (1, 2, 2, 2, 16)), jnp.ones((1, 2, 7)), jnp.ones((1, 2, 7))
+    graphdef, params = nnx.split(model, nnx.Param)
+
+    def per_token(p, i, j):
+        return nnx.merge(graphdef, p)(frames, a, s)[0, -1, i, j].sum()
+
+    for i, j in ((0, 0), (1, 1)):
+        g = np.asarray(jax.grad(per_token)(params, i, j)["pos_embed"][...])
+        assert np.abs(g[2 * i + j]).max() > 0  # a token's own position embedding changes its output
+    with pytest.raises(ValueError, match="2x2"):
+        model(jnp.ones((1, 2, 4, 4, 16)), a, s)
+    assert not ACPredictorConfig().pos_embed  # not in the released architecture

@@ -21,8 +21,13 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         normalize=True))  # standardise actions/states with training-set statistics (kept in the bundle)
     # residual=True: the predictor outputs frame t plus a change, its output layer zero-initialised, so it starts as
     # the copy-last-frame model (the released V-JEPA 2-AC predicts frames directly: residual=False).
+    # pos_embed=True: a learned absolute position per patch token (the released model has RoPE only); with the
+    # fixed camera it lets the predictor place the arm from its state. rope='rotation': a true relative rotation
+    # (the released model's 'reference' RoPE is kept for checkpoints trained with it).
+    # Measured on held-out episodes (same encoder, 600 steps): 1.13x below copy-last without these, 1.18x with.
     c.model = ACPredictorConfig(width=64 if smoke else 128, depth=1 if smoke else 4, num_heads=4,
-                                mlp_dim=128 if smoke else 512, residual=not smoke).to_dict()
+                                mlp_dim=128 if smoke else 512, residual=not smoke, pos_embed=True,
+                                rope="rotation").to_dict()
     c.optim = ml_collections.ConfigDict(dict(lr=1e-3 if smoke else 6e-4, start_lr=1e-4, warmup_steps=10 if smoke else 100,
                                              cooldown_steps=10 if smoke else 150, weight_decay=0.04, clip_norm=0.0))
     c.train = ml_collections.ConfigDict(dict(steps=20 if smoke else 600, batch_size=8 if smoke else 16,

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jepa.models.config import ACPredictorConfig
-from jepa.models.layers import block_stack, as_dtype, dense, layer_norm, rope_tables
+from jepa.models.layers import block_stack, as_dtype, dense, layer_norm, rope_tables, trunc_normal
 
 Array = jax.Array
 
@@ -50,6 +50,13 @@ class ACPredictor(nnx.Module):
         self.action_encoder = dense(cfg.action_dim, cfg.width, (None, "embed"), **kw)
         self.state_encoder = dense(cfg.state_dim, cfg.width, (None, "embed"), **kw)
         self.extrinsics_encoder = dense(cfg.action_dim - 1, cfg.width, (None, "embed"), **kw) if cfg.use_extrinsics else None
+        if cfg.pos_embed:
+            if not cfg.grid_size:
+                raise ValueError("pos_embed=True needs grid_size (the side of the token grid)")
+            self.pos_embed = nnx.Param(nnx.with_partitioning(trunc_normal(cfg.init_std), (None, "embed"))(
+                rngs.params(), (cfg.grid_size * cfg.grid_size, cfg.width), pdtype))
+        else:
+            self.pos_embed = None
         self.blocks = block_stack(cfg, rngs=rngs)
         self.norm = layer_norm(cfg.width, cfg.ln_eps, rngs=rngs, dtype=dtype, param_dtype=pdtype)
         self.proj = dense(cfg.width, cfg.embed_dim, ("embed", "embed_in"), **kw)
@@ -65,6 +72,11 @@ class ACPredictor(nnx.Module):
         cfg = self.cfg
         b, t, gh, gw, _ = frames.shape
         x = self.embed(frames.reshape(b, t, gh * gw, -1))
+        if self.pos_embed is not None:
+            if gh * gw != self.pos_embed.shape[0]:
+                raise ValueError(f"frames have a {gh}x{gw} token grid; the position embedding was made for "
+                                 f"{cfg.grid_size}x{cfg.grid_size}")
+            x = x + self.pos_embed[...].astype(x.dtype)
         cond = [self.action_encoder(actions)[:, :, None], self.state_encoder(states)[:, :, None]]
         if cfg.use_extrinsics:
             if extrinsics is None:

@@ -96,6 +96,10 @@ class ACPredictorConfig(_Base):
     use_extrinsics: bool = False  # extrinsics token (Linear action_dim-1 -> width); unused by released models
     grid_size: int = 16  # RoPE h/w positions are rescaled to this grid (reference behaviour); 0 = no rescale
     residual: bool = False  # predict a change on top of the input frame (not in the released model)
+    # A learned absolute (h, w) position embedding added to the patch tokens (not in the released model). RoPE
+    # alone tells a token only where others are relative to it; with a fixed camera, knowing where a token is lets
+    # the predictor place the arm from its state. Needs grid_size = the token grid side.
+    pos_embed: bool = False
     ln_eps: float = 1e-6
     qkv_bias: bool = True
     rope: RopeMode = "reference"
