@@ -405,12 +405,15 @@ def _fault_injection(step: int, ckpt: Checkpointer) -> None:
 
 
 def export_bundle(exp: Experiment, state: dict, path: str) -> None:
-    """Writes the EMA target encoder (the one used downstream) and the predictor as a model bundle."""
+    """Writes the EMA target encoder as `encoder` (the one used downstream, as in the reference), the online
+    context encoder as `context_encoder` and the predictor as a model bundle."""
     from jepa.models.io import save_bundle
 
     enc = nnx.merge(exp.enc_def, jax.device_get(state["target"]))
+    ctx = nnx.merge(exp.enc_def, jax.device_get(state["params"]["encoder"]))
     pred = nnx.merge(exp.pred_def, jax.device_get(state["params"]["predictor"]))
-    save_bundle(path, {"encoder": enc, "predictor": pred}, meta={"grid": list(exp.grid), "step": int(state["step"])})
+    save_bundle(path, {"encoder": enc, "context_encoder": ctx, "predictor": pred},
+                meta={"grid": list(exp.grid), "step": int(state["step"])})
 
 
 def main(argv: list[str]) -> int:
