@@ -2,10 +2,12 @@
 
 Stages (each resumes or is skipped when its outputs exist in --workdir):
   1. data      embedded synthetic motion videos -> ArrayRecord shards (+ a preview GIF)
-  2. pretrain  V-JEPA 2 pretraining of a small ViT (configs/pretrain/demo.py), TensorBoard + loss curves PNG
-  3. probe     attentive probes on frozen features: the pretrained encoder vs the same encoder at random init,
+  2. robot     `jepa collect`: exploratory episodes of the MuJoCo push task as an RLDS dataset, and the same
+               episodes as video shards for pretraining (jepa.data.robot_video)
+  3. pretrain  V-JEPA 2 pretraining of a small ViT (configs/pretrain/demo.py) on a mixture of the synthetic
+               videos and the robot videos (--robot-video-weight), TensorBoard + loss curves PNG
+  4. probe     attentive probes on frozen features: the pretrained encoder vs the same encoder at random init,
                on the motion task (which no single frame solves); results JSON + bar chart PNG
-  4. robot     `jepa collect`: exploratory episodes of the MuJoCo push task as an RLDS dataset
   5. ac        `jepa train-ac`: the action-conditioned predictor on the frozen pretrained encoder; held-out
                multi-step rollout L1 vs the copy-the-last-frame baseline (eval.json, rollout_l1.png)
 """
@@ -35,13 +37,17 @@ def stage_data(workdir: str, num_train: int, num_val: int) -> str:
     return data_dir
 
 
-def stage_pretrain(workdir: str, data_dir: str, overrides: list[str]) -> str:
+def stage_pretrain(workdir: str, data_dir: str, overrides: list[str], robot_video: str | None = None,
+                   robot_weight: float = 0.0) -> str:
     from jepa.config import load_config
     from jepa.train.pretrain import train
 
     cfg = load_config("configs/pretrain/demo.py", overrides)
     with cfg.unlocked():
-        cfg.data.sources = [{"glob": os.path.join(data_dir, "synthetic-{split}-*.array_record")}]
+        cfg.data.sources = [{"glob": os.path.join(data_dir, "synthetic-{split}-*.array_record"), "weight": 1.0}]
+        if robot_video and robot_weight > 0:
+            cfg.data.sources.append({"glob": os.path.join(robot_video, "robot-{split}-*.array_record"),
+                                     "weight": robot_weight})
     out = os.path.join(workdir, "pretrain")
     if os.path.exists(os.path.join(out, "model", "config.json")):
         print(f"[pretrain] done already: {out}")
@@ -115,6 +121,17 @@ def stage_robot(workdir: str, episodes: int, steps: int) -> str:
     return path
 
 
+def stage_robot_video(workdir: str, robot_path: str) -> str:
+    from jepa.data.robot_video import write_robot_clips
+
+    out = os.path.join(workdir, "robot_video")
+    if not glob.glob(os.path.join(out, "robot-train-*.array_record")):
+        t = time.time()
+        write_robot_clips([robot_path], out, size=64, num_shards=4, seed=0, overwrite=True, progress=False)
+        print(f"[robot] episodes as pretraining video in {time.time() - t:.0f}s -> {out}")
+    return out
+
+
 def stage_ac(workdir: str, pretrain_dir: str, robot_path: str, overrides: list[str]) -> dict:
     from jepa.config import load_config
     from jepa.train.ac import train
@@ -165,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
                     "cross-attention (the reference uses 3; 0 keeps the demo fast on a CPU)")
     ap.add_argument("--robot-episodes", type=int, default=400)
     ap.add_argument("--robot-steps", type=int, default=30)
-    ap.add_argument("--stages", default="data,pretrain,probe,robot,ac")
+    ap.add_argument("--robot-video-weight", type=float, default=0.0,
+                    help="mixture weight of the robot episodes' video in pretraining (synthetic videos: 1; 0: none)")
+    ap.add_argument("--stages", default="data,robot,pretrain,probe,ac")
     args, overrides = ap.parse_known_args(argv)
     # --config.x=v overrides go to the pretraining config; --ac.config.x=v to the AC config.
     ac_overrides = ["--config." + o[len("--ac.config."):] for o in overrides if o.startswith("--ac.config.")]
@@ -173,14 +192,18 @@ def main(argv: list[str] | None = None) -> int:
     stages = args.stages.split(",")
     t0 = time.time()
     data_dir = stage_data(args.workdir, args.train_clips, args.val_clips)
+    robot = robot_video = None
+    if "robot" in stages or "ac" in stages or ("pretrain" in stages and args.robot_video_weight > 0):
+        robot = stage_robot(args.workdir, args.robot_episodes, args.robot_steps)
+        if args.robot_video_weight > 0:
+            robot_video = stage_robot_video(args.workdir, robot)
     pre = os.path.join(args.workdir, "pretrain")
     if "pretrain" in stages:
-        pre = stage_pretrain(args.workdir, data_dir, overrides)
+        pre = stage_pretrain(args.workdir, data_dir, overrides, robot_video, args.robot_video_weight)
     if "probe" in stages:
         stage_probe(args.workdir, data_dir, pre, num_train=args.train_clips, num_val=args.val_clips,
                     epochs=args.probe_epochs, probe_depth=args.probe_depth)
     if "ac" in stages:
-        robot = stage_robot(args.workdir, args.robot_episodes, args.robot_steps)
         stage_ac(args.workdir, pre, robot, ac_overrides)
     print(f"[demo] done in {time.time() - t0:.0f}s; TensorBoard: tensorboard --logdir {args.workdir}")
     return 0
