@@ -92,7 +92,7 @@ def stage_probe(workdir: str, data_dir: str, pretrain_dir: str, *, num_train: in
         pcfg = ProbeConfig(embed_dim=enc.cfg.width, num_classes=(int(max(tr[1].max(), va[1].max())) + 1,),
                            num_heads=4, depth=probe_depth)
         t = time.time()
-        res = train_probes(tr, va, pcfg, epochs=epochs, seed=seed, lrs=(1e-3, 3e-3), wds=(0.05,))
+        res = train_probes(tr, va, pcfg, epochs=epochs, seed=seed, lrs=(1e-3, 3e-3, 1e-2), wds=(0.05,))
         b = best(res)
         results[name] = {"best_val_accuracy": b.val_accuracy, "best": vars(b), "all": [vars(r) for r in res],
                          "train_seconds": time.time() - t}
@@ -177,12 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", default="runs/demo")
     ap.add_argument("--train-clips", type=int, default=2048)
     ap.add_argument("--val-clips", type=int, default=512)
-    ap.add_argument("--probe-epochs", type=int, default=15)
+    ap.add_argument("--probe-epochs", type=int, default=30)
     ap.add_argument("--probe-depth", type=int, default=0, help="self-attention blocks before the probe's "
                     "cross-attention (the reference uses 3; 0 keeps the demo fast on a CPU)")
     ap.add_argument("--robot-episodes", type=int, default=400)
     ap.add_argument("--robot-steps", type=int, default=30)
-    ap.add_argument("--robot-video-weight", type=float, default=0.0,
+    ap.add_argument("--robot-video-weight", type=float, default=1.0,
                     help="mixture weight of the robot episodes' video in pretraining (synthetic videos: 1; 0: none)")
     ap.add_argument("--stages", default="data,robot,pretrain,probe,ac")
     args, overrides = ap.parse_known_args(argv)
