@@ -38,14 +38,14 @@ def stage_data(workdir: str, num_train: int, num_val: int) -> str:
 
 
 def stage_pretrain(workdir: str, data_dir: str, overrides: list[str], robot_video: str | None = None,
-                   robot_weight: float = 0.0) -> str:
+                   robot_weight: float = 1.0) -> str:
     from jepa.config import load_config
     from jepa.train.pretrain import train
 
     cfg = load_config("configs/pretrain/demo.py", overrides)
     with cfg.unlocked():
         cfg.data.sources = [{"glob": os.path.join(data_dir, "synthetic-{split}-*.array_record"), "weight": 1.0}]
-        if robot_video and robot_weight > 0:
+        if robot_video:  # mixed in with `robot_weight` (the synthetic videos weigh 1)
             cfg.data.sources.append({"glob": os.path.join(robot_video, "robot-{split}-*.array_record"),
                                      "weight": robot_weight})
     out = os.path.join(workdir, "pretrain")
