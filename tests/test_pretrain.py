@@ -60,6 +60,17 @@ def test_resume_after_sigkill_is_bitwise_identical(tmp_path, synthetic_dir):
         assert a[s] == b[s], (s, a[s], b[s])  # bit for bit (float32 -> JSON float round-trips exactly)
     assert len({a[s] for s in a}) > 1
 
+    # Collapse indicators: within-clip spread can never exceed the spread over the whole batch (total variance).
+    with open(tmp_path / "full" / "metrics.jsonl") as f:
+        rows = [json.loads(line) for line in f]
+    for r in rows:
+        assert 0.0 < r["target_token_std"] <= r["target_std"] + 1e-6, r
+    # The exported bundle holds the EMA target encoder, the online context encoder and the predictor.
+    from jepa.models.io import load_bundle
+
+    bundle = load_bundle(str(tmp_path / "full" / "model"), ["encoder", "context_encoder", "predictor"])
+    assert set(bundle) >= {"encoder", "context_encoder", "predictor"}
+
 
 @pytest.mark.slow
 def test_two_processes_agree_and_match_single_process(tmp_path, synthetic_dir):

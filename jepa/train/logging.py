@@ -48,7 +48,7 @@ class RunLogger:
             self.tb.add_text(tag, text)
             self.bar.write(text) if self.bar else print(text)
 
-    def close(self, plot_keys=("loss", "target_std", "lr", "grad_norm")) -> str | None:
+    def close(self, plot_keys=("loss", "target_std", "target_token_std", "lr", "grad_norm")) -> str | None:
         if not self.main:
             self.jsonl.close()
             return None

@@ -175,9 +175,13 @@ def loss_fn(params: dict, target: dict, batch: dict, exp: Experiment):
         ht = jnp.take_along_axis(h, tgt[..., None], axis=1)
         losses.append(jnp.mean(jnp.abs(p.astype(jnp.float32) - ht)))
     loss = jnp.mean(jnp.stack(losses))
-    # Collapse indicator: per-dimension std of the (normalised) targets across the batch's tokens.
+    # Collapse indicators. target_std: per-dimension std of the (normalised) targets across the batch's tokens.
+    # target_token_std: the same across the tokens of each clip, averaged over clips; it falls when features
+    # collapse towards one vector per clip (a global colour, say), which target_std alone does not show.
     target_std = jnp.mean(jnp.std(h.reshape(-1, h.shape[-1]), axis=0))
-    return loss, {"target_std": target_std, **{f"loss_{g}": l for g, l in enumerate(losses)}}
+    target_token_std = jnp.mean(jnp.std(h, axis=1))
+    return loss, {"target_std": target_std, "target_token_std": target_token_std,
+                  **{f"loss_{g}": l for g, l in enumerate(losses)}}
 
 
 def train_step(state: dict, batch: dict, exp: Experiment) -> tuple[dict, dict]:
