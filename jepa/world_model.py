@@ -2,9 +2,15 @@
 
 Shared by AC training (teacher forcing + rollout loss), its evaluation, and the planner. Frames are encoded one at a
 time (each frame duplicated into one tubelet) and layer-normed; predictions are layer-normed too (the reference's
-`normalize_reps`).
+`normalize_reps`). Actions and states are standardised with the training episodes' statistics when the predictor
+was trained with `data.normalize` (kept in its bundle's meta): `load_world_model` gives a planner all of it.
 """
 from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -87,3 +93,59 @@ def integrate_states(state0: np.ndarray, actions: np.ndarray) -> np.ndarray:
         rot = euler_xyz_to_matrix(a[3:6]) @ euler_xyz_to_matrix(s[3:6])
         out.append(np.concatenate([s[:3] + a[:3], matrix_to_euler_xyz(rot), s[6:] + a[6:]]))
     return np.stack(out).astype(np.float32)
+
+
+# --- Action / state standardisation ----------------------------------------------------------------------------
+def normalization_stats(actions: Sequence[np.ndarray], states: Sequence[np.ndarray]) -> dict[str, list[float]]:
+    """Per-dimension mean/std of actions and states over training episodes ([T, A] / [T, S] arrays each). Raw
+    end-effector deltas are a few centimetres; standardising them lets the predictor's action/state encoders learn
+    at the same pace as the rest. Dimensions that barely vary (e.g. a fixed orientation) keep std 1."""
+    out = {}
+    for key, arrays in (("action", actions), ("state", states)):
+        x = np.concatenate([np.asarray(a) for a in arrays]).astype(np.float64)
+        std = x.std(0)
+        out[f"{key}_mean"] = x.mean(0).tolist()
+        out[f"{key}_std"] = np.where(std < 1e-3, 1.0, std).tolist()
+    return out
+
+
+def normalize(x, stats: dict | None, key: str):
+    """Standardise actions (key='action') or states (key='state') [..., dim]; identity when stats is None. Works
+    on numpy and jax arrays (the planner standardises its sampled actions inside jit)."""
+    if stats is None:
+        return x
+    mean, std = stats[f"{key}_mean"], stats[f"{key}_std"]
+    if x.shape[-1] != len(mean):
+        raise ValueError(f"{key}s have {x.shape[-1]} dimensions, the predictor was trained on {len(mean)}")
+    xp = jnp if isinstance(x, jax.Array) else np
+    return ((x - xp.asarray(mean)) / xp.asarray(std)).astype(xp.float32)
+
+
+@dataclasses.dataclass
+class WorldModel:
+    """A trained latent world model: the frozen encoder, the AC predictor and how its inputs were prepared."""
+
+    encoder: Any
+    predictor: Any
+    normalization: dict | None  # action/state statistics (None: raw actions and states)
+    image_size: int | None  # the frame side the predictor was trained on
+    frame_stride: int
+
+    def normalize_actions(self, actions):
+        return normalize(actions, self.normalization, "action")
+
+    def normalize_states(self, states):
+        return normalize(states, self.normalization, "state")
+
+
+def load_world_model(path: str | os.PathLike, **load_kwargs) -> WorldModel:
+    """Loads a `jepa train-ac` bundle (`encoder` + `ac_predictor`, and its meta) as a WorldModel."""
+    from jepa.models.io import load_bundle, read_bundle_config
+
+    configs, meta = read_bundle_config(path)
+    missing = {"encoder", "ac_predictor"} - set(configs)
+    if missing:
+        raise ValueError(f"{path}: not a world-model bundle (no {sorted(missing)}; it has {sorted(configs)})")
+    models = load_bundle(path, ["encoder", "ac_predictor"], **load_kwargs)
+    return WorldModel(models["encoder"], models["ac_predictor"], meta.get("normalization"), meta.get("data_size"),
+                      int(meta.get("frame_stride", 1)))

@@ -162,6 +162,33 @@ def test_online_features_match_cache(runs):
     assert os.path.isdir(os.path.join(runs["online"], "model"))
 
 
+def test_world_model_bundle_standardises_like_training(runs):
+    """A planner loads the bundle with load_world_model and prepares raw actions/states exactly as training did."""
+    world = wm.load_world_model(os.path.join(runs["resume"], "model"))
+    assert world.image_size == SIZE and world.normalization is not None
+    cfg = _config(runs["encoder"], runs["data"], steps=2 * N)
+    train, val, stats = ac.load_episodes(cfg.data)
+    assert world.normalization == stats
+    cfg.data.normalize = False
+    raw_train, raw_val, none = ac.load_episodes(cfg.data)
+    assert none is None
+    # Training-set statistics: the standardised training actions have mean 0 and std 1 where they vary.
+    a = np.concatenate(train.actions)
+    np.testing.assert_allclose(a.mean(0), 0.0, atol=1e-5)
+    varying = np.asarray(stats["action_std"]) != 1.0
+    assert varying.sum() >= 3  # xyz at least
+    np.testing.assert_allclose(a.std(0)[varying], 1.0, rtol=1e-4)
+    # The same transform on raw held-out episodes, in numpy and in jax (as inside a jitted planner).
+    for got, want in ((world.normalize_actions(raw_val.actions[0]), val.actions[0]),
+                      (world.normalize_states(raw_val.states[0]), val.states[0]),
+                      (np.asarray(world.normalize_actions(jnp.asarray(raw_val.actions[0]))), val.actions[0])):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="dimensions"):
+        world.normalize_actions(np.zeros((3, 5), np.float32))
+    with pytest.raises(ValueError, match="not a world-model bundle"):
+        wm.load_world_model(runs["encoder"])
+
+
 def test_integrate_states_inverts_actions(runs):
     from jepa.data.rlds import RLDSEpisodes, euler_xyz_to_matrix
 

@@ -72,31 +72,13 @@ def load_episodes(data: ml_collections.ConfigDict) -> tuple[EpisodeSet, EpisodeS
         raise ValueError(f"need at least 2 episodes in {list(data.paths)}, found {len(eps)}")
     n_val = max(1, int(round(len(eps) * data.val_fraction)))
     train_eps, val_eps = eps[:-n_val], eps[-n_val:]
-    stats = normalization_stats(train_eps) if data.normalize else None
+    stats = wm.normalization_stats([e.actions for e in train_eps], [e.states for e in train_eps]) \
+        if data.normalize else None
     sets = []
     for part in (train_eps, val_eps):
-        sets.append(EpisodeSet([e.frames for e in part], [normalize(e.states, stats, "state") for e in part],
-                               [normalize(e.actions, stats, "action") for e in part]))
+        sets.append(EpisodeSet([e.frames for e in part], [wm.normalize(e.states, stats, "state") for e in part],
+                               [wm.normalize(e.actions, stats, "action") for e in part]))
     return sets[0], sets[1], stats
-
-
-def normalization_stats(episodes) -> dict[str, list[float]]:
-    """Per-dimension mean/std of actions and states over the training episodes. Raw end-effector deltas are a few
-    centimetres; standardising them lets the predictor's action/state encoders learn at the same pace as the rest.
-    Dimensions that barely vary (e.g. a fixed orientation) keep std 1 so they are not blown up."""
-    out = {}
-    for key, arrays in (("action", [e.actions for e in episodes]), ("state", [e.states for e in episodes])):
-        x = np.concatenate(arrays).astype(np.float64)
-        std = x.std(0)
-        out[f"{key}_mean"] = x.mean(0).tolist()
-        out[f"{key}_std"] = np.where(std < 1e-3, 1.0, std).tolist()
-    return out
-
-
-def normalize(x: np.ndarray, stats: dict | None, key: str) -> np.ndarray:
-    if stats is None:
-        return x
-    return ((x - np.asarray(stats[f"{key}_mean"])) / np.asarray(stats[f"{key}_std"])).astype(np.float32)
 
 
 @functools.partial(jax.jit, static_argnums=0)
