@@ -72,8 +72,9 @@ def load_episodes(data: ml_collections.ConfigDict) -> tuple[EpisodeSet, EpisodeS
         raise ValueError(f"need at least 2 episodes in {list(data.paths)}, found {len(eps)}")
     n_val = max(1, int(round(len(eps) * data.val_fraction)))
     train_eps, val_eps = eps[:-n_val], eps[-n_val:]
-    stats = wm.normalization_stats([e.actions for e in train_eps], [e.states for e in train_eps]) \
-        if data.normalize else None
+    stats = None
+    if data.normalize:
+        stats = wm.normalization_stats([e.actions for e in train_eps], [e.states for e in train_eps])
     sets = []
     for part in (train_eps, val_eps):
         sets.append(EpisodeSet([e.frames for e in part], [wm.normalize(e.states, stats, "state") for e in part],
