@@ -58,7 +58,8 @@ def stage_pretrain(workdir: str, data_dir: str, overrides: list[str], robot_vide
         first, last = hist[: max(1, len(hist) // 10)], hist[-max(1, len(hist) // 10):]
         mean = lambda rows, k: float(np.mean([r[k] for r in rows]))
         print(f"[pretrain] {len(hist)} steps in {time.time() - t:.0f}s: loss {mean(first, 'loss'):.4f} -> "
-              f"{mean(last, 'loss'):.4f}; target std {mean(first, 'target_std'):.3f} -> {mean(last, 'target_std'):.3f}, "
+              f"{mean(last, 'loss'):.4f} (prediction L1 {mean(first, 'pred_loss'):.4f} -> {mean(last, 'pred_loss'):.4f}); "
+              f"target std {mean(first, 'target_std'):.3f} -> {mean(last, 'target_std'):.3f}, "
               f"within clips {mean(first, 'target_token_std'):.3f} -> {mean(last, 'target_token_std'):.3f}")
     return out
 

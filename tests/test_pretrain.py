@@ -63,8 +63,14 @@ def test_resume_after_sigkill_is_bitwise_identical(tmp_path, synthetic_dir):
     # Collapse indicators: within-clip spread can never exceed the spread over the whole batch (total variance).
     with open(tmp_path / "full" / "metrics.jsonl") as f:
         rows = [json.loads(line) for line in f]
+    from jepa.config import load_config
+
+    reg = load_config(CONFIG).reg
     for r in rows:
         assert 0.0 < r["target_token_std"] <= r["target_std"] + 1e-6, r
+        # The objective is the prediction loss plus the configured variance/covariance terms.
+        total = r["pred_loss"] + reg.var_weight * r["reg_var"] + reg.cov_weight * r["reg_cov"]
+        assert abs(r["loss"] - total) <= 1e-5 * max(1.0, total), r
     # The exported bundle holds the EMA target encoder, the online context encoder and the predictor.
     from jepa.models.io import load_bundle
 
@@ -108,6 +114,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, syntheti
     ("--config.data.num_frames=7", "num_frames 7 is not divisible by model.encoder.tubelet_size 2"),
     ("--config.mesh.fsdp=3", "does not divide the 1 available devices"),
     ("--config.train.accum_steps=3", "train.batch_size 8 is not divisible by train.accum_steps 3"),
+    ("--config.reg.on=['context','target']", "reg.on: ['context', 'target'] has places other than"),
+    ("--config.reg.var_weight=-1.0", "reg: weights must be >= 0"),
 ])
 def test_invalid_configs_fail_before_compiling(override, message):
     from jepa.config import load_config
@@ -145,13 +153,15 @@ def test_gradient_accumulation_matches_full_batch_and_bf16_runs():
             new, m = compiled(state, sharding.global_batch(batch, exp.mesh))
         return float(m["loss"]), jax.device_get(new["params"])
 
-    loss1, p1 = one_step([])
-    loss2, p2 = one_step(["--config.train.accum_steps=2"])
+    # The variance/covariance regulariser takes its statistics per micro-batch, so the equality holds without it.
+    loss1, p1 = one_step(["--config.reg.on=[]"])
+    loss2, p2 = one_step(["--config.reg.on=[]", "--config.train.accum_steps=2"])
     print(f"full batch loss {loss1:.7f}, 2 micro-batches {loss2:.7f}")
     assert abs(loss1 - loss2) < 1e-6
     diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), p1, p2))
     assert max(diffs) < 1e-5
-    loss_bf16, _ = one_step(["--config.model.encoder.dtype=bfloat16", "--config.model.predictor.dtype=bfloat16"])
+    loss_bf16, _ = one_step(["--config.reg.on=[]", "--config.model.encoder.dtype=bfloat16",
+                             "--config.model.predictor.dtype=bfloat16"])
     print(f"bf16 compute loss {loss_bf16:.5f}")
     assert np.isfinite(loss_bf16) and abs(loss_bf16 - loss1) < 0.05
 
@@ -177,3 +187,32 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, synthetic_dir):
     steps = sorted(int(s) for s in os.listdir(workdir / "checkpoints"))
     assert len(steps) == 1 and steps[0] >= 2, steps
     assert f"SIGTERM: saving step {steps[0]}" in out + err
+
+
+def test_variance_covariance_regulariser():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jepa.config import load_config
+    from jepa.train.pretrain import build, variance_covariance
+
+    rng = np.random.default_rng(0)
+    wide = jnp.asarray(rng.normal(size=(4, 2000, 8)) * 2.0, jnp.float32)   # std 2 > 1, independent dims
+    var, cov = variance_covariance(wide)
+    assert float(var) == 0.0 and float(cov) < 0.05
+    const = jnp.ones((3, 5, 8))                                              # fully collapsed
+    var, cov = variance_covariance(const)
+    np.testing.assert_allclose(float(var), 1.0 - np.sqrt(1e-4), rtol=1e-6)
+    assert float(cov) == 0.0
+    x = rng.normal(size=(5000, 1))
+    twin = jnp.asarray(np.concatenate([x, x, rng.normal(size=(5000, 2))], 1), jnp.float32)  # two equal dims
+    _, cov = variance_covariance(twin)
+    np.testing.assert_allclose(float(cov), 2 * 1.0 / 4, rtol=0.1)           # 2 off-diagonal entries of ~1, / D
+    # The variance hinge pushes a shrunken feature's spread up.
+    g = jax.grad(lambda s: variance_covariance(s * wide / 4.0)[0])(1.0)
+    assert float(g) < 0
+
+    on = build(load_config(CONFIG)).reg
+    assert on.on == ("context", "predictor") and on.var_weight > 0
+    assert build(load_config(CONFIG, ["--config.reg.on=[]"])).reg.on == ()

@@ -6,6 +6,8 @@ whose every leaf is created already sharded (FSDP through logical axis rules). P
   h = LN_noaffine(target_encoder(full clip)) ; for each mask generator g:
       z = encoder(clip, keep=context_g) ; p = predictor(z, context_g, targets_g) ; loss_g = mean |p - h[targets_g]|
   loss = mean_g loss_g ; AdamW ; target <- m * target + (1 - m) * encoder.
+Optionally (config `reg`, off unless a config sets it; not in the reference) a C-JEPA-style variance/covariance
+term on the context encoder's and/or the predictor's tokens keeps short runs from collapsing to a few directions.
 """
 from __future__ import annotations
 
@@ -41,6 +43,34 @@ class NonFiniteError(RuntimeError):
 
 
 # --- Experiment description ---------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Regularizer:
+    """Config `reg`: weights of the variance / covariance terms, the std the variance hinge aims for, and which
+    tokens they apply to ('context': the context encoder's outputs, 'predictor': its predictions)."""
+
+    var_weight: float = 0.0
+    cov_weight: float = 0.0
+    std_target: float = 1.0
+    on: tuple[str, ...] = ()
+
+    PLACES = ("context", "predictor")
+
+    @classmethod
+    def from_config(cls, cfg: ml_collections.ConfigDict) -> "Regularizer":
+        d = dict(cfg.get("reg") or {})
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"reg: unknown keys {sorted(unknown)}")
+        r = cls(**{**d, "on": tuple(d.get("on", ()))})
+        if set(r.on) - set(cls.PLACES):
+            raise ValueError(f"reg.on: {list(r.on)} has places other than {list(cls.PLACES)}")
+        if r.var_weight < 0 or r.cov_weight < 0 or r.std_target <= 0:
+            raise ValueError("reg: weights must be >= 0 and std_target > 0")
+        if r.on and not (r.var_weight or r.cov_weight):
+            r = dataclasses.replace(r, on=())  # nothing to add
+        return r
+
+
 @dataclasses.dataclass
 class Experiment:
     cfg: ml_collections.ConfigDict
@@ -56,6 +86,7 @@ class Experiment:
     tx: optax.GradientTransformation
     lr: optax.Schedule
     ema: optax.Schedule
+    reg: Regularizer
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
@@ -78,6 +109,10 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         errors.append(f"train.batch_size {gb} is not divisible by train.accum_steps {acc}")
     if not cfg.mask:
         errors.append("mask: at least one mask generator is needed")
+    try:
+        Regularizer.from_config(cfg)
+    except (ValueError, TypeError) as e:
+        errors.append(str(e))
     try:
         mesh = sharding.make_mesh(dict(cfg.mesh))
         shards = math.prod(mesh.shape[a] for a in sharding.BATCH_AXES if a in mesh.shape)
@@ -110,7 +145,8 @@ def build(cfg: ml_collections.ConfigDict) -> Experiment:
     ema = optim.ema_schedule(start=o.ema_start, end=o.ema_end, total=t.steps)
     tx = optim.adamw(lr, weight_decay=o.weight_decay, mask=optim.decay_mask(names), b1=o.b1, b2=o.b2, eps=o.eps,
                      clip_norm=o.clip_norm)
-    return Experiment(cfg, enc_cfg, pred_cfg, grid, masker, mesh, rules, enc_def, pred_def, names, tx, lr, ema)
+    return Experiment(cfg, enc_cfg, pred_cfg, grid, masker, mesh, rules, enc_def, pred_def, names, tx, lr, ema,
+                      Regularizer.from_config(cfg))
 
 
 # --- State ---------------------------------------------------------------------------------------------------
@@ -161,26 +197,48 @@ def target_norm(h: jax.Array, eps: float = 1e-5) -> jax.Array:
     return (h - mu) * jax.lax.rsqrt(var + eps)
 
 
+def variance_covariance(z: jax.Array, std_target: float = 1.0, eps: float = 1e-4) -> tuple[jax.Array, jax.Array]:
+    """VICReg's anti-collapse terms over all tokens of a batch, z [..., D] -> (variance, covariance):
+    variance = mean_d relu(std_target - std_d); covariance = sum of squared off-diagonal covariances / D."""
+    z = z.reshape(-1, z.shape[-1]).astype(jnp.float32)
+    z = z - z.mean(0)
+    n, d = z.shape
+    var = jnp.mean(jax.nn.relu(std_target - jnp.sqrt(z.var(0) + eps)))
+    cov = (z.T @ z) / max(n - 1, 1)
+    return var, (jnp.sum(jnp.square(cov)) - jnp.sum(jnp.square(jnp.diagonal(cov)))) / d
+
+
 def loss_fn(params: dict, target: dict, batch: dict, exp: Experiment):
     enc = nnx.merge(exp.enc_def, params["encoder"])
     pred = nnx.merge(exp.pred_def, params["predictor"])
     tgt_enc = nnx.merge(exp.enc_def, target)
     video = batch["video"]
     h = jax.lax.stop_gradient(target_norm(tgt_enc(video)))
-    losses = []
+    reg = exp.reg
+    losses, var_terms, cov_terms = [], [], []
     for g in range(len(exp.masker.specs)):
         ctx, tgt = batch[f"ctx_{g}"], batch[f"tgt_{g}"]
         z = enc(video, keep=ctx)
         p = pred(z, ctx, tgt, exp.grid, mask_index=exp.cfg.train.mask_index)
         ht = jnp.take_along_axis(h, tgt[..., None], axis=1)
         losses.append(jnp.mean(jnp.abs(p.astype(jnp.float32) - ht)))
-    loss = jnp.mean(jnp.stack(losses))
+        for name, tokens in (("context", z), ("predictor", p)):
+            if name in reg.on:
+                v, c = variance_covariance(tokens, reg.std_target)
+                var_terms.append(v)
+                cov_terms.append(c)
+    pred_loss = jnp.mean(jnp.stack(losses))
+    loss = pred_loss
+    extra = {}
+    if var_terms:
+        extra = {"reg_var": jnp.mean(jnp.stack(var_terms)), "reg_cov": jnp.mean(jnp.stack(cov_terms))}
+        loss = loss + reg.var_weight * extra["reg_var"] + reg.cov_weight * extra["reg_cov"]
     # Collapse indicators. target_std: per-dimension std of the (normalised) targets across the batch's tokens.
     # target_token_std: the same across the tokens of each clip, averaged over clips; it falls when features
     # collapse towards one vector per clip (a global colour, say), which target_std alone does not show.
     target_std = jnp.mean(jnp.std(h.reshape(-1, h.shape[-1]), axis=0))
     target_token_std = jnp.mean(jnp.std(h, axis=1))
-    return loss, {"target_std": target_std, "target_token_std": target_token_std,
+    return loss, {"pred_loss": pred_loss, "target_std": target_std, "target_token_std": target_token_std, **extra,
                   **{f"loss_{g}": l for g, l in enumerate(losses)}}
 
 
@@ -389,7 +447,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     finally:
         ckpt.close()
         stop.restore()
-        curves = logger.close()
+        extra = ("pred_loss", "reg_var") if exp.reg.on else ()  # the loss is pred_loss when nothing is added
+        curves = logger.close(plot_keys=("loss", *extra, "target_std", "target_token_std", "lr", "grad_norm"))
     if main_proc and curves:
         print(f"loss curves: {curves}")
     if cfg.train.export_model and jax.process_count() == 1:
