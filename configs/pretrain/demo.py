@@ -30,13 +30,13 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
                               batch_size=0,  # set per process from train.batch_size
                               num_workers=0 if smoke else 1)  # one decoding process overlaps the train step
 
-    # EMA 0.99 -> 0.999: over a run this short, 0.996 -> 0.9995 would leave about half of the random init in the
-    # exported EMA encoder (the product of the momenta is ~e^-0.68). The reference runs 0.99925 for ~250k steps.
     # Not in the reference: a C-JEPA-style (Mo et al. 2024) variance/covariance term on the context encoder's and the
-    # predictor's tokens. Without it this short run collapses the features to a few directions (effective rank 3 of
+    # predictor's tokens. Without it this short run collapses the features to a few directions (effective rank ~4 of
     # 96) and its probe lost to a random-init encoder; see README "Pretraining". reg.on=[] gives the reference.
     c.reg = ml_collections.ConfigDict(dict(var_weight=1.0, cov_weight=0.1, std_target=1.0,
                                            on=["context", "predictor"]))
+    # EMA 0.99 -> 0.999: over a run this short, 0.996 -> 0.9995 would leave about half of the random init in the
+    # exported EMA encoder (the product of the momenta is ~e^-0.68). The reference runs 0.99925 for ~250k steps.
     c.optim = ml_collections.ConfigDict(dict(
         lr=1e-3, start_lr=2e-4, final_lr=1e-5, warmup_steps=40, cooldown_steps=100, weight_decay=0.04,
         b1=0.9, b2=0.999, eps=1e-8, clip_norm=0.0, ema_start=0.99, ema_end=0.999))
