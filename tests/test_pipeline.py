@@ -108,6 +108,9 @@ def test_decode_exact_frame_indices(container, fps, monkeypatch):
     out = video.decode_record(rec, np.array([[3, 3], [50, 2]]), short_side=24)
     assert out.shape == (2, 2, 24, 32, 3)
     np.testing.assert_array_equal(read_counter(out), [[3, 3], [50, 2]])
+    # The decoder's threads change nothing but the speed.
+    for threads in (0, 2):
+        np.testing.assert_array_equal(video.decode_record(rec, late, threads=threads), seeked)
 
 
 def test_decode_jpeg_frames_and_past_the_end():

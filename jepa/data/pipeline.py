@@ -35,6 +35,7 @@ Config keys (`default_config()`; a dict with a subset of them is merged onto the
   scale, ratio       random resized crop area fraction (0.3, 1.0) and log-uniform aspect ratio (0.75, 1.35).
   flip               random horizontal flip with p 0.5 (True).
   decode_short_side  downscale frames at decode time to this short side (None: decode at full size).
+  decode_threads     FFmpeg threads per video decode (1: workers and read threads give the parallelism; 0: auto).
   eval               evaluation sampling: deterministic segments x spatial views, no random crop (False).
   num_segments       temporal segments per video in eval (1).
   num_views          spatial views per segment in eval (1).
@@ -90,6 +91,7 @@ _DEFAULTS: dict[str, Any] = dict(
     ratio=(0.75, 1.35),
     flip=True,
     decode_short_side=None,
+    decode_threads=1,
     eval=False,
     num_segments=1,
     num_views=1,
@@ -123,7 +125,7 @@ def resolve_config(cfg: ml_collections.ConfigDict | Mapping[str, Any] | None) ->
     for key in ("num_frames", "crop_size", "batch_size", "num_segments", "num_views"):
         if not isinstance(c[key], (int, np.integer)) or isinstance(c[key], bool) or c[key] < 1:
             fail(key, "must be an integer >= 1")
-    for key in ("num_workers", "worker_buffer_size", "read_threads", "prefetch_buffer_size"):
+    for key in ("num_workers", "worker_buffer_size", "read_threads", "prefetch_buffer_size", "decode_threads"):
         if not isinstance(c[key], (int, np.integer)) or c[key] < 0:
             fail(key, "must be an integer >= 0")
     if c["stride"] is None and (c["fps"] is None or not c["fps"] > 0):
@@ -284,6 +286,7 @@ class ClipTransform:
     ratio: tuple[float, float]
     flip: bool
     decode_short_side: int | None
+    decode_threads: int
     eval: bool
     num_segments: int
     num_views: int
@@ -293,7 +296,8 @@ class ClipTransform:
     def from_config(cls, c: Mapping[str, Any]) -> ClipTransform:
         return cls(num_frames=c["num_frames"], target_fps=c["fps"], stride=c["stride"], mode=c["mode"],
                    tau_a=float(c["tau_a"]), crop_size=c["crop_size"], scale=c["scale"], ratio=c["ratio"],
-                   flip=bool(c["flip"]), decode_short_side=c["decode_short_side"], eval=bool(c["eval"]),
+                   flip=bool(c["flip"]), decode_short_side=c["decode_short_side"],
+                   decode_threads=int(c["decode_threads"]), eval=bool(c["eval"]),
                    num_segments=c["num_segments"] if c["eval"] else 1, num_views=c["num_views"],
                    label_keys=c["label_keys"])
 
@@ -302,7 +306,8 @@ class ClipTransform:
         idx = video.sample_frame_indices(
             record, num_frames=self.num_frames, target_fps=self.target_fps, stride=self.stride, mode=self.mode,
             num_segments=self.num_segments, tau_a=self.tau_a, rng=None if self.eval else rng)
-        frames = video.decode_record(record, idx, short_side=self.decode_short_side)  # [S, T, H, W, 3]
+        frames = video.decode_record(record, idx, short_side=self.decode_short_side,
+                                     threads=self.decode_threads)  # [S, T, H, W, 3]
         if self.eval:
             clip = np.stack([transforms.spatial_views(seg, self.crop_size, self.num_views) for seg in frames],
                             axis=1)  # [V, S, T, h, w, 3]

@@ -168,8 +168,11 @@ def scaled_size(height: int, width: int, short_side: int | None) -> tuple[int, i
 
 
 def decode_record(record: Mapping[str, Any], indices: Sequence[int] | np.ndarray, *,
-                  short_side: int | None = None, thread_type: str = "AUTO") -> np.ndarray:
+                  short_side: int | None = None, threads: int = 1) -> np.ndarray:
     """Frames `indices` (any shape of non-negative ints) of a record as uint8 [*indices.shape, H, W, 3].
+
+    `threads`: decoder threads for a video container (0: FFmpeg's automatic frame + slice threading). One is
+    best where worker processes already decode in parallel; the frames do not depend on it.
 
     Indices past the video's real end repeat its last decoded frame (container frame counts are not always
     exact). Errors name the record.
@@ -185,7 +188,7 @@ def decode_record(record: Mapping[str, Any], indices: Sequence[int] | np.ndarray
         if "frames" in record:
             got = _decode_jpegs(record["frames"], wanted, short_side)
         elif "video" in record:
-            got = _decode_container(record["video"], wanted, short_side, thread_type)
+            got = _decode_container(record["video"], wanted, short_side, threads)
         else:
             raise VideoDecodeError("has neither field 'video' nor 'frames'")
     except VideoDecodeError as e:
@@ -217,7 +220,7 @@ def _decode_jpegs(frames: Sequence[bytes], wanted: np.ndarray, short_side: int |
 
 
 def _decode_container(data: bytes, wanted: np.ndarray, short_side: int | None,
-                      thread_type: str) -> dict[int, np.ndarray]:
+                      threads: int) -> dict[int, np.ndarray]:
     import av
 
     def open_stream():
@@ -226,8 +229,9 @@ def _decode_container(data: bytes, wanted: np.ndarray, short_side: int | None,
             container.close()
             raise VideoDecodeError("container has no video stream")
         stream = container.streams.video[0]
-        if thread_type:
-            stream.thread_type = thread_type
+        if threads != 1:
+            stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
         return container, stream
 
     first, last = int(wanted[0]), int(wanted[-1])
