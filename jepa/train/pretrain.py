@@ -12,6 +12,7 @@ term on the context encoder's and/or the predictor's tokens keeps short runs fro
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import json
 import math
@@ -178,13 +179,18 @@ def state_shardings(exp: Experiment, abstract: dict) -> dict:
     }
 
 
-def create_state(exp: Experiment, seed: int) -> tuple[dict, dict]:
+def abstract_state(exp: Experiment) -> tuple[dict, dict]:
+    """(the state's shapes and dtypes, its shardings), without computing anything."""
+    abstract = jax.eval_shape(lambda k: init_state(exp, k), jax.random.key(0))
+    return abstract, state_shardings(exp, abstract)
+
+
+def create_state(exp: Experiment, seed: int, shard: dict | None = None) -> tuple[dict, dict]:
     """Returns (state created directly in its sharded layout, its shardings)."""
-    key = jax.random.key(seed)
-    abstract = jax.eval_shape(lambda k: init_state(exp, k), key)
-    shard = state_shardings(exp, abstract)
+    if shard is None:
+        shard = abstract_state(exp)[1]
     with exp.mesh:
-        state = jax.jit(lambda k: init_state(exp, k), out_shardings=shard)(key)
+        state = jax.jit(lambda k: init_state(exp, k), out_shardings=shard)(jax.random.key(seed))
     return state, shard
 
 
@@ -273,16 +279,17 @@ def train_step(state: dict, batch: dict, exp: Experiment) -> tuple[dict, dict]:
     return new, metrics
 
 
-def compile_step(exp: Experiment, shard: dict, batch_spec: dict):
-    """AOT-compile the train step for the given batch shapes; returns (compiled, cost/memory summary)."""
+def compile_step(exp: Experiment, shard: dict, batch_spec: dict, abstract: dict | None = None):
+    """AOT-compile the train step for the given batch shapes (and the state's, from `abstract_state` unless
+    given); returns (compiled, cost/memory summary)."""
     bsh = {k: sharding.batch_sharding(exp.mesh, len(v.shape)) for k, v in batch_spec.items()}
     rep = jax.sharding.NamedSharding(exp.mesh, jax.sharding.PartitionSpec())
     fn = jax.jit(lambda s, b: train_step(s, b, exp), in_shardings=(shard, bsh), out_shardings=(shard, rep),
                  donate_argnums=0)
-    abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                                  jax.eval_shape(lambda k: init_state(exp, k), jax.random.key(0)), shard)
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                            abstract_state(exp)[0] if abstract is None else abstract, shard)
     with exp.mesh:
-        compiled = fn.lower(abstract_state, batch_spec).compile()
+        compiled = fn.lower(abstract, batch_spec).compile()
     info = {}
     try:
         mem = compiled.memory_analysis()
@@ -379,16 +386,24 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> list[dict]:
         os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(cfg.to_json_best_effort(indent=2))
-    state, shard = create_state(exp, cfg.seed)
+    abstract, shard = abstract_state(exp)
+    specs = batch_spec(exp)
     data = make_data(exp, cfg.seed)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=cfg.train.keep_checkpoints,
                         every=cfg.train.checkpoint_every)
-    start = 0
-    if ckpt.latest_step() is not None:
-        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-        start, state = ckpt.restore(abstract, data)
-    specs = batch_spec(exp)
-    compiled, info = compile_step(exp, shard, {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in specs.items()})
+    start = ckpt.latest_step() or 0
+    if start:
+        start, state = ckpt.restore(jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                                                 abstract, shard), data)
+    else:
+        state, _ = create_state(exp, cfg.seed, shard)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        # The input pipeline starts its workers and decodes the first batch while XLA compiles the step. (Compiling
+        # on a second thread while the state is created was slower: both compete for the same cores and the GIL.)
+        first = pool.submit(next, data) if start < cfg.train.steps else None
+        compiled, info = compile_step(exp, shard, {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in specs.items()},
+                                      abstract)
+        first = first.result() if first else None
     logger = RunLogger(workdir, total_steps=cfg.train.steps, initial_step=start, desc="pretrain")
     logger.text("setup", f"{exp.masker.describe()}; mesh {dict(exp.mesh.shape)}; compiled step {info}; "
                          f"{'resumed at step ' + str(start) if start else 'fresh start'}")
@@ -422,7 +437,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     try:
         with exp.mesh:
             for step in range(start + 1, cfg.train.steps + 1):
-                local = next(data)
+                local, first = (first, None) if first is not None else (next(data), None)
                 batch = sharding.global_batch({k: local[k] for k in specs}, exp.mesh)
                 state, metrics = compiled(state, batch)
                 if pending is not None:
