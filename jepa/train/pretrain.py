@@ -180,9 +180,10 @@ def state_shardings(exp: Experiment, abstract: dict) -> dict:
 
 
 def abstract_state(exp: Experiment) -> tuple[dict, dict]:
-    """(the state's shapes and dtypes, its shardings), without computing anything."""
+    """(the state as ShapeDtypeStructs carrying their shardings, the shardings), without computing anything."""
     abstract = jax.eval_shape(lambda k: init_state(exp, k), jax.random.key(0))
-    return abstract, state_shardings(exp, abstract)
+    shard = state_shardings(exp, abstract)
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shard), shard
 
 
 def create_state(exp: Experiment, seed: int, shard: dict | None = None) -> tuple[dict, dict]:
@@ -286,8 +287,8 @@ def compile_step(exp: Experiment, shard: dict, batch_spec: dict, abstract: dict 
     rep = jax.sharding.NamedSharding(exp.mesh, jax.sharding.PartitionSpec())
     fn = jax.jit(lambda s, b: train_step(s, b, exp), in_shardings=(shard, bsh), out_shardings=(shard, rep),
                  donate_argnums=0)
-    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                            abstract_state(exp)[0] if abstract is None else abstract, shard)
+    if abstract is None:
+        abstract = abstract_state(exp)[0]
     with exp.mesh:
         compiled = fn.lower(abstract, batch_spec).compile()
     info = {}
@@ -393,17 +394,16 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> list[dict]:
                         every=cfg.train.checkpoint_every)
     start = ckpt.latest_step() or 0
     if start:
-        start, state = ckpt.restore(jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                                                 abstract, shard), data)
+        start, state = ckpt.restore(abstract, data)
     else:
         state, _ = create_state(exp, cfg.seed, shard)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         # The input pipeline starts its workers and decodes the first batch while XLA compiles the step. (Compiling
         # on a second thread while the state is created was slower: both compete for the same cores and the GIL.)
-        first = pool.submit(next, data) if start < cfg.train.steps else None
+        prefetch = pool.submit(next, data) if start < cfg.train.steps else None
         compiled, info = compile_step(exp, shard, {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in specs.items()},
                                       abstract)
-        first = first.result() if first else None
+        first = prefetch.result() if prefetch else None
     logger = RunLogger(workdir, total_steps=cfg.train.steps, initial_step=start, desc="pretrain")
     logger.text("setup", f"{exp.masker.describe()}; mesh {dict(exp.mesh.shape)}; compiled step {info}; "
                          f"{'resumed at step ' + str(start) if start else 'fresh start'}")
@@ -437,7 +437,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     try:
         with exp.mesh:
             for step in range(start + 1, cfg.train.steps + 1):
-                local, first = (first, None) if first is not None else (next(data), None)
+                local = first if step == start + 1 else next(data)
                 batch = sharding.global_batch({k: local[k] for k in specs}, exp.mesh)
                 state, metrics = compiled(state, batch)
                 if pending is not None:
