@@ -64,11 +64,25 @@ def stage_pretrain(workdir: str, data_dir: str, overrides: list[str], robot_vide
     return out
 
 
+# The demo's probe protocol (also used by benchmarks/probe_margin.py): the best of these is reported.
+PROBE_LRS, PROBE_WDS, PROBE_HEADS = (1e-3, 3e-3, 1e-2), (0.05,), 4
+
+
+def probe_batches(data_dir: str, split: str, seed: int = 0, batch_size: int = 32):
+    """Eval batches of the synthetic clips for probing: 8 frames, 64 px, in order, once; video [B, T, H, W, C]."""
+    from jepa.data.pipeline import make_dataset, synthetic_config
+
+    cfg = synthetic_config(data_dir, num_frames=8, crop_size=64, eval=True, shuffle=False, repeat=False,
+                           batch_size=batch_size, drop_remainder=False)
+    for b in make_dataset(cfg, split=split, seed=seed, shard_index=0, shard_count=1):
+        v = b["video"]  # eval batches are [B, views, segments, T, H, W, C]; one view and one segment here
+        yield {**b, "video": v.reshape((-1,) + v.shape[-4:])}
+
+
 def stage_probe(workdir: str, data_dir: str, pretrain_dir: str, *, num_train: int, num_val: int, epochs: int,
                 probe_depth: int = 0, seed: int = 0) -> dict:
     from flax import nnx
 
-    from jepa.data.pipeline import make_dataset, synthetic_config
     from jepa.models import ProbeConfig, VisionTransformer
     from jepa.models.io import load_bundle
     from jepa.probe.train import best, extract_features, train_probes
@@ -78,23 +92,14 @@ def stage_probe(workdir: str, data_dir: str, pretrain_dir: str, *, num_train: in
     encoder = load_bundle(os.path.join(pretrain_dir, "model"), ["encoder"])["encoder"]
     random_encoder = VisionTransformer(encoder.cfg, rngs=nnx.Rngs(seed + 1))
 
-    def batches(split):
-        cfg = synthetic_config(data_dir, num_frames=8, crop_size=64, eval=True, shuffle=False, repeat=False,
-                               batch_size=32, drop_remainder=False)
-        return iter(make_dataset(cfg, split=split, seed=seed, shard_index=0, shard_count=1))
-
-    def squeeze(b):  # eval batches are [B, views, segments, T, H, W, C]; one view and one segment here
-        v = b["video"]
-        return {**b, "video": v.reshape((-1,) + v.shape[-4:])}
-
     results = {}
     for name, enc in (("pretrained", encoder), ("random_init", random_encoder)):
-        tr = extract_features(enc, map(squeeze, batches("train")), num_train)
-        va = extract_features(enc, map(squeeze, batches("validation")), num_val)
+        tr = extract_features(enc, probe_batches(data_dir, "train", seed), num_train)
+        va = extract_features(enc, probe_batches(data_dir, "validation", seed), num_val)
         pcfg = ProbeConfig(embed_dim=enc.cfg.width, num_classes=(int(max(tr[1].max(), va[1].max())) + 1,),
-                           num_heads=4, depth=probe_depth)
+                           num_heads=PROBE_HEADS, depth=probe_depth)
         t = time.time()
-        res = train_probes(tr, va, pcfg, epochs=epochs, seed=seed, lrs=(1e-3, 3e-3, 1e-2), wds=(0.05,))
+        res = train_probes(tr, va, pcfg, epochs=epochs, seed=seed, lrs=PROBE_LRS, wds=PROBE_WDS)
         b = best(res)
         results[name] = {"best_val_accuracy": b.val_accuracy, "best": vars(b), "all": [vars(r) for r in res],
                          "train_seconds": time.time() - t}

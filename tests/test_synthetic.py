@@ -51,6 +51,31 @@ def test_target_moves_in_the_labelled_direction(label):
     assert checked >= 2
 
 
+def test_direction_symmetries_map_labels_exactly():
+    """A marker following the target's track for class k, transformed by each symmetry, moves in the direction
+    of the mapped class (the track comes from target_track, the label convention's one source)."""
+    scene_gen = synthetic.MovingShapes()
+    syms = synthetic.direction_symmetries()
+    assert len(syms) == len(set(syms)) == 16 and () in syms
+    for label in range(8):
+        scene = scene_gen.sample_scene(np.random.default_rng(label), size=64, frames=8)
+        scene["target_speed"] = 3.0  # 21 px over the clip: the marker stays inside the frame
+        track = scene_gen.target_track(scene, label)
+        clip = np.zeros((8, 64, 64, 1), np.uint8)
+        for t, (y, x) in enumerate(track - track[0] + 32):
+            clip[t, y, x] = 255
+        seen = set()
+        for sym in syms:
+            out, mapped = synthetic.apply_symmetry(clip, np.array([label]), sym)
+            first, last = (np.argwhere(out[t, ..., 0])[0] for t in (0, -1))
+            move = last - first
+            angle = np.degrees(np.arctan2(-move[0], move[1])) % 360
+            diff = abs(angle - 45 * int(mapped[0]))
+            assert min(diff, 360 - diff) <= 15, (label, sym, angle, mapped)
+            seen.add((out.tobytes(), int(mapped[0])))
+        assert len(seen) == 16  # 16 different clips
+
+
 def test_write_shards_and_read_through_pipeline(tmp_path):
     out = synthetic.write_synthetic(tmp_path, num_train=24, num_val=8, num_shards=2, seed=3, size=32, frames=8,
                                     num_proc=1, progress=False)

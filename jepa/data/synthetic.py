@@ -248,6 +248,35 @@ def _step_distractors(objects: list[dict[str, Any]], size: int) -> None:
                 a["vel"], b["vel"] = b["vel"].copy(), a["vel"].copy()  # equal-mass elastic head-on exchange
 
 
+# ------------------------------------------------------------------------------ label-exact symmetries
+
+# The direction task is equivariant under the square's symmetries and time reversal: each maps a clip of heading
+# class k to a valid clip of a known class. name -> (transform of [..., T, H, W, C], class map k -> k').
+_GENERATORS = {
+    "hflip": (lambda v: v[..., :, ::-1, :], lambda k: (4 - k) % 8),              # heading a -> 180 - a
+    "vflip": (lambda v: v[..., ::-1, :, :], lambda k: (8 - k) % 8),              # a -> -a
+    "transpose": (lambda v: np.swapaxes(v, -3, -2), lambda k: (14 - k) % 8),     # a -> -90 - a
+    "reverse": (lambda v: v[..., ::-1, :, :, :], lambda k: (k + 4) % 8),         # a -> a + 180
+}
+
+
+def direction_symmetries() -> list[tuple[str, ...]]:
+    """The 16 label-exact symmetries of MovingShapes' direction classes (the square's 8 times time reversal), as
+    tuples of generator names applied in order; () is the identity."""
+    names = ("hflip", "vflip", "transpose", "reverse")
+    return [tuple(n for i, n in enumerate(names) if (m >> i) & 1) for m in range(16)]
+
+
+def apply_symmetry(video: np.ndarray, labels: np.ndarray, symmetry: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Clips [..., T, H, W, C] of MovingShapes direction classes and their labels under `symmetry` (a tuple from
+    direction_symmetries()). Only for the direction labels (a single MovingShapes scene)."""
+    labels = np.asarray(labels)
+    for name in symmetry:
+        f, m = _GENERATORS[name]
+        video, labels = f(video), m(labels)
+    return np.ascontiguousarray(video), labels
+
+
 def default_scenes() -> tuple[SceneGenerator, ...]:
     return (MovingShapes(),)
 

@@ -74,7 +74,8 @@ def train_probes(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np
     opt = jax.vmap(adam.init)(params)
     steps_per_epoch = max(1, len(x_tr) // batch_size)
     total = epochs * steps_per_epoch
-    sched = optax.warmup_cosine_decay_schedule(0.0, 1.0, max(1, int(warmup_frac * total)), total, 0.0)
+    warmup = max(1, int(warmup_frac * total))
+    sched = optax.warmup_cosine_decay_schedule(0.0, 1.0, warmup, max(total, warmup + 1), 0.0)  # >= 1 decay step
 
     def logits_fn(p, x):
         return nnx.merge(graphdef, p)(x)[0]
