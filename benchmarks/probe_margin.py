@@ -75,17 +75,18 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     vtr, ytr = _clips(args.data, "train", args.train_clips)
     vva, yva = _clips(args.data, "validation", args.val_clips)
-    views = [apply_symmetry(vtr, ytr, s) for s in direction_symmetries()[:args.symmetries]]
-    print(f"clips: {len(ytr)} train x {len(views)} views, {len(yva)} validation ({time.time() - t0:.0f}s)", flush=True)
+    symmetries = direction_symmetries()[:args.symmetries]  # each view is made when it is encoded
+    print(f"clips: {len(ytr)} train x {len(symmetries)} views, {len(yva)} validation ({time.time() - t0:.0f}s)",
+          flush=True)
 
     pretrained = load_bundle(args.bundle, ["encoder"])["encoder"]
     encoders = [("pretrained", pretrained)] + [
         (f"random init {s}", VisionTransformer(pretrained.cfg, rngs=nnx.Rngs(s))) for s in random_seeds]
-    dtype = np.float32 if len(views) == 1 else np.float16  # 16 views of 2,048 clips: 1.6 GB in float16
+    dtype = np.float32 if len(symmetries) == 1 else np.float16  # 16 views of 2,048 clips: 1.6 GB in float16
     acc: dict[str, list[float]] = {}
     for name, enc in encoders:
         t = time.time()
-        parts = [_features(enc, v, y, dtype) for v, y in views]
+        parts = [_features(enc, *apply_symmetry(vtr, ytr, sym), dtype) for sym in symmetries]
         train = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
         val = _features(enc, vva, yva, np.float32)
         pcfg = ProbeConfig(embed_dim=enc.cfg.width, num_classes=(int(max(ytr.max(), yva.max())) + 1,),
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     lines = [f"## Probe margin ({stamp}; {os.cpu_count()} CPUs, {platform.machine()}, load average {load})", "",
-             f"`{args.bundle}` on `{args.data}`: {len(ytr)} train clips x {len(views)} views, {len(yva)} validation; "
+             f"`{args.bundle}` on `{args.data}`: {len(ytr)} train clips x {len(symmetries)} views, {len(yva)} validation; "
              f"best of lr {list(PROBE_LRS)}, {args.epochs} epochs; probe seeds {probe_seeds}.", "",
              "| encoder | " + " | ".join(f"probe seed {s}" for s in probe_seeds) + " |",
              "|---|" + "---|" * len(probe_seeds)]
