@@ -110,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     lines = [f"## Probe margin ({stamp}; {os.cpu_count()} CPUs, {platform.machine()}, load average {load})", "",
-             f"`{args.bundle}` on `{args.data}`: {len(ytr)} train clips x {len(symmetries)} views, {len(yva)} validation; "
-             f"best of lr {list(PROBE_LRS)}, {args.epochs} epochs; probe seeds {probe_seeds}.", "",
+             f"`{args.bundle}` on `{args.data}`: {len(ytr)} train clips x {len(symmetries)} views, "
+             f"{len(yva)} validation; best of lr {list(PROBE_LRS)}, {args.epochs} epochs; probe seeds {probe_seeds}.",
+             "",
              "| encoder | " + " | ".join(f"probe seed {s}" for s in probe_seeds) + " |",
              "|---|" + "---|" * len(probe_seeds)]
     lines += [f"| {n} | " + " | ".join(f"{a:.1f}%" for a in v) + " |" for n, v in acc.items()]
