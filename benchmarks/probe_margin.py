@@ -7,7 +7,8 @@ claimed from one pair of runs is mostly noise; this prints every run, the means 
 
 `--symmetries 16` also trains the probes on the task's 16 label-exact symmetries of every training clip (flips,
 transpose, time reversal, labels remapped: `jepa.data.synthetic.direction_symmetries`), 16x the training views; the
-probe then overfits far less (validation clips are not transformed). Features are extracted in this process.
+probe then overfits far less (validation clips are not transformed). Pass `--epochs 4` with it (2,048 probe steps;
+30 epochs of the demo's 2,048 clips are 960). Features are extracted in this process.
 
     python -m benchmarks.probe_margin [--bundle runs/demo/pretrain/model] [--data runs/demo/data]
         [--random-seeds 1,2,3] [--probe-seeds 0] [--symmetries 1] [--epochs 30] [--no-write]
