@@ -41,12 +41,12 @@ def _clips(data_dir: str, split: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     return v, y
 
 
-def _features(encoder, video: np.ndarray, labels: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
+def _features(encoder, views, num: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Features of `num` clips given as (video, labels) views, in batches of 64, through one jitted encoder."""
     from jepa.probe.train import extract_features
 
-    batches = ({"video": video[i:i + 64], "label": labels[i:i + 64]} for i in range(0, len(video), 64))
-    x, y = extract_features(encoder, batches, len(video), progress=False)
-    return x.astype(dtype), y
+    batches = ({"video": v[i:i + 64], "label": y[i:i + 64]} for v, y in views for i in range(0, len(v), 64))
+    return extract_features(encoder, batches, num, progress=False, dtype=dtype)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     vtr, ytr = _clips(args.data, "train", args.train_clips)
     vva, yva = _clips(args.data, "validation", args.val_clips)
-    symmetries = direction_symmetries()[:args.symmetries]  # each view is made when it is encoded
+    symmetries = direction_symmetries()[:args.symmetries]
     print(f"clips: {len(ytr)} train x {len(symmetries)} views, {len(yva)} validation ({time.time() - t0:.0f}s)",
           flush=True)
 
@@ -87,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     acc: dict[str, list[float]] = {}
     for name, enc in encoders:
         t = time.time()
-        parts = [_features(enc, *apply_symmetry(vtr, ytr, sym), dtype) for sym in symmetries]
-        train = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
-        val = _features(enc, vva, yva, np.float32)
+        views = (apply_symmetry(vtr, ytr, sym) for sym in symmetries)  # each made when it is encoded
+        train = _features(enc, views, len(ytr) * len(symmetries), dtype)
+        val = _features(enc, [(vva, yva)], len(yva), np.float32)
         pcfg = ProbeConfig(embed_dim=enc.cfg.width, num_classes=(int(max(ytr.max(), yva.max())) + 1,),
                            num_heads=PROBE_HEADS, depth=0)
         acc[name] = []

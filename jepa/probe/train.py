@@ -23,9 +23,9 @@ from jepa.sharding import logical_names
 
 
 def extract_features(encoder: nnx.Module, batches: Iterable[dict], num: int, *, label_key: str = "label",
-                     progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                     progress: bool = True, dtype: np.dtype | type = np.float32) -> tuple[np.ndarray, np.ndarray]:
     """Runs the frozen encoder (video [B, T, H, W, C] -> tokens [B, N, D]) over batches until `num` examples;
-    returns (features, labels). Parameters go in as jit arguments, not closed-over constants."""
+    returns (features stored as `dtype`, labels). Parameters go in as jit arguments, not closed-over constants."""
     from tqdm import tqdm
 
     graphdef, state = nnx.split(encoder)
@@ -33,7 +33,7 @@ def extract_features(encoder: nnx.Module, batches: Iterable[dict], num: int, *, 
     feats, labels, seen = [], [], 0
     bar = tqdm(total=num, desc="features", disable=not progress, mininterval=1.0)
     for batch in batches:
-        f = np.asarray(encode(state, jnp.asarray(batch["video"])), np.float32)
+        f = np.asarray(encode(state, jnp.asarray(batch["video"])), dtype)
         take = min(len(f), num - seen)
         feats.append(f[:take])
         labels.append(np.asarray(batch[label_key])[:take])
