@@ -56,11 +56,13 @@ S segments); 'label' int32 [B] (or [B, K]); 'index' int64 [B] (record index with
 """
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import glob as globlib
 import json
 import math
 import os
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -430,7 +432,26 @@ def make_dataset(cfg: ml_collections.ConfigDict | Mapping[str, Any], *, split: s
         ids = ids.mp_prefetch(grain.MultiprocessingOptions(num_workers=c["num_workers"],
                                                            per_worker_buffer_size=c["worker_buffer_size"]),
                               worker_init_fn=mark_absl_flags_parsed)
+        # Batches arrive in shared memory, unlinked only when garbage collected: copy them out at once, so none is
+        # left for the interpreter's exit to report as leaked (a batch is a few MB; a step takes far longer).
+        ids = _ClosedAtExit(ids.map(_copy_out_of_shared_memory))
     return ids
+
+
+def _copy_out_of_shared_memory(x):
+    return {k: _copy_out_of_shared_memory(v) for k, v in x.items()} if isinstance(x, dict) else np.array(x)
+
+
+class _ClosedAtExit(grain.IterDataset):
+    """Closes each of its iterators still open when the interpreter exits, while it can still do so cleanly
+    (stopping the worker processes and freeing the batches they left in shared memory); a grain iterator left to
+    be garbage collected at exit prints errors and leaked-shared-memory warnings instead."""
+
+    def __iter__(self) -> grain.DatasetIterator:
+        it = self._parent.__iter__()
+        ref = weakref.ref(it)
+        atexit.register(lambda: ref() is not None and ref().close())
+        return it
 
 
 # --------------------------------------------------------------------------------------------- state
