@@ -360,7 +360,7 @@ def test_worker_process_gives_the_same_batches(shards):
 @pytest.mark.slow
 def test_worker_batches_are_not_left_in_shared_memory(shards):
     """Batches from worker processes are plain arrays: a run that ends holding some (as a training loop does)
-    leaves no shared memory for the interpreter's exit to report as leaked."""
+    leaves no shared memory for the interpreter's exit to report as leaked, and no errors from clean-up at exit."""
     cfg = cfg_for(shards, num_workers=1)
     script = (f"import json, sys; from jepa.data import pipeline; cfg = json.loads(sys.argv[1]); "
               f"it = iter(pipeline.make_dataset(cfg, split='train', seed=0, shard_index=0, shard_count=1)); "
@@ -369,6 +369,7 @@ def test_worker_batches_are_not_left_in_shared_memory(shards):
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "leaked shared_memory" not in out.stderr, out.stderr[-3000:]
+    assert "Exception ignored" not in out.stderr, out.stderr[-3000:]
 
 
 def test_label_keys_and_tfds_style_records():

@@ -173,7 +173,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, synthetic_dir):
     workdir = tmp_path / "term"
     cmd = [sys.executable, "-m", "jepa.cli", "pretrain", "--config", CONFIG, "--workdir", str(workdir),
            f"--config.data.sources=[{{'glob': '{synthetic_dir}/synthetic-{{split}}-*.array_record'}}]",
-           "--config.train.steps=100000", "--config.train.checkpoint_every=0", "--config.train.export_model=False"]
+           "--config.train.steps=100000", "--config.train.checkpoint_every=0"]
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = workdir / "metrics.jsonl"
@@ -187,6 +187,15 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, synthetic_dir):
     steps = sorted(int(s) for s in os.listdir(workdir / "checkpoints"))
     assert len(steps) == 1 and steps[0] >= 2, steps
     assert f"SIGTERM: saving step {steps[0]}" in out + err
+    assert not (workdir / "model").exists()  # an interrupted run exports nothing
+
+    # Resumed to the end, the run exports its model; extended to more steps, it replaces that export.
+    for end in (steps[0] + 1, steps[0] + 2):
+        res = _pretrain(workdir, synthetic_dir, f"--config.train.steps={end}", "--config.train.checkpoint_every=0")
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert f"resumed at step {end - 1}" in res.stdout + res.stderr
+        meta = json.loads((workdir / "model" / "config.json").read_text())["meta"]
+        assert meta["step"] == end, meta
 
 
 def test_variance_covariance_regulariser():

@@ -443,15 +443,38 @@ def _copy_out_of_shared_memory(x):
 
 
 class _ClosedAtExit(grain.IterDataset):
-    """Closes each of its iterators still open when the interpreter exits, while it can still do so cleanly
-    (stopping the worker processes and freeing the batches they left in shared memory); a grain iterator left to
-    be garbage collected at exit prints errors and leaked-shared-memory warnings instead."""
+    """Its iterators stop their worker processes and free the batches left in shared memory when the interpreter
+    exits, while it still can: a grain iterator left to garbage collection at exit prints errors and
+    leaked-shared-memory warnings instead."""
 
     def __iter__(self) -> grain.DatasetIterator:
-        it = self._parent.__iter__()
-        ref = weakref.ref(it)
+        return _ExitSafeIterator(self._parent.__iter__())
+
+
+class _ExitSafeIterator(grain.DatasetIterator):
+    """Owns a grain iterator (not a grain parent of it, so that closing can also let go of it) and closes it at
+    exit unless closed before. Its state is the owned iterator's state."""
+
+    def __init__(self, source: grain.DatasetIterator):
+        super().__init__()
+        self._source = source
+        ref = weakref.ref(self)
         atexit.register(lambda: ref() is not None and ref().close())
-        return it
+
+    def __next__(self):
+        return next(self._source)
+
+    def get_state(self) -> dict:
+        return self._source.get_state()
+
+    def set_state(self, state: dict) -> None:
+        self._source.set_state(state)
+
+    def close(self) -> None:
+        super().close()
+        source, self._source = self._source, None
+        if source is not None:
+            source.close()  # and dropped here, so grain's own clean-up runs now, not at interpreter teardown
 
 
 # --------------------------------------------------------------------------------------------- state

@@ -467,7 +467,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> list[dict]:
         curves = logger.close(plot_keys=("loss", *extra, "target_std", "target_token_std", "lr", "grad_norm"))
     if main_proc and curves:
         print(f"loss curves: {curves}")
-    if cfg.train.export_model and jax.process_count() == 1:
+    finished = int(jax.device_get(state["step"])) == cfg.train.steps  # not when stopped early by SIGTERM
+    if cfg.train.export_model and finished and jax.process_count() == 1:
         export_bundle(exp, state, os.path.join(workdir, "model"))
     return history
 
@@ -492,7 +493,8 @@ def export_bundle(exp: Experiment, state: dict, path: str) -> None:
     ctx = nnx.merge(exp.enc_def, jax.device_get(state["params"]["encoder"]))
     pred = nnx.merge(exp.pred_def, jax.device_get(state["params"]["predictor"]))
     save_bundle(path, {"encoder": enc, "context_encoder": ctx, "predictor": pred},
-                meta={"grid": list(exp.grid), "step": int(state["step"])})
+                meta={"grid": list(exp.grid), "step": int(state["step"])},
+                overwrite=True)  # a run extended to more steps replaces the bundle it wrote before
 
 
 def main(argv: list[str]) -> int:
