@@ -362,9 +362,9 @@ def test_worker_batches_are_not_left_in_shared_memory(shards):
     """Batches from worker processes are plain arrays: a run that ends holding some (as a training loop does)
     leaves no shared memory for the interpreter's exit to report as leaked, and no errors from clean-up at exit."""
     cfg = cfg_for(shards, num_workers=1)
-    script = (f"import json, sys; from jepa.data import pipeline; cfg = json.loads(sys.argv[1]); "
-              f"it = iter(pipeline.make_dataset(cfg, split='train', seed=0, shard_index=0, shard_count=1)); "
-              f"held = [next(it) for _ in range(3)]; assert held[0]['video'].shape[0] == 4")
+    script = ("import json, sys; from jepa.data import pipeline; cfg = json.loads(sys.argv[1]); "
+              "it = iter(pipeline.make_dataset(cfg, split='train', seed=0, shard_index=0, shard_count=1)); "
+              "held = [next(it) for _ in range(3)]; assert held[0]['video'].shape[0] == 4")
     out = subprocess.run([sys.executable, "-c", script, json.dumps(cfg)], capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -459,7 +459,8 @@ class _ExitSafeIterator(grain.DatasetIterator):
         super().__init__()
         self._source = source
         ref = weakref.ref(self)
-        atexit.register(lambda: ref() is not None and ref().close())
+        self._at_exit = lambda: ref() is not None and ref().close()
+        atexit.register(self._at_exit)
 
     def __next__(self):
         return next(self._source)
@@ -471,10 +472,12 @@ class _ExitSafeIterator(grain.DatasetIterator):
         self._source.set_state(state)
 
     def close(self) -> None:
+        if self._source is None:  # closed already (its __del__ calls this again, maybe at interpreter teardown)
+            return
         super().close()
+        atexit.unregister(self._at_exit)  # iterators closed before exit leave nothing registered behind
         source, self._source = self._source, None
-        if source is not None:
-            source.close()  # and dropped here, so grain's own clean-up runs now, not at interpreter teardown
+        source.close()  # and dropped here, so grain's own clean-up runs now, not at interpreter teardown
 
 
 # --------------------------------------------------------------------------------------------- state

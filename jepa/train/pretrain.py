@@ -461,7 +461,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> list[dict]:
                 drain(pending)
     finally:
         ckpt.close()
-        data.close()  # stops the decoding workers and frees their shared memory (else leaked until interpreter exit)
+        data.close()  # stops the decoding workers now, not at interpreter exit
         stop.restore()
         extra = ("pred_loss", "reg_var") if exp.reg.on else ()  # the loss is pred_loss when nothing is added
         curves = logger.close(plot_keys=("loss", *extra, "target_std", "target_token_std", "lr", "grad_norm"))
