@@ -76,6 +76,43 @@ def rollout(predictor, z0: Array, actions: Array, states: Array, steps: int, fir
     return jnp.concatenate(preds, axis=1)
 
 
+def prefill(predictor, z: Array, actions: Array, states: Array, steps: int):
+    """A KV cache sized for `steps` predictor steps, holding the observed steps 0..C-2 of z [B, C, ...] with their
+    (executed) actions / states [B, >= C-1, ...]. The last observed frame is not in it: its step carries the first
+    planned action, which differs per candidate."""
+    b, c, gh, gw, _ = z.shape
+    cache = predictor.init_cache(b, steps, gh * gw)
+    if c > 1:
+        _, cache = predictor.decode(z[:, :c - 1], actions[:, :c - 1], states[:, :c - 1], cache, 0)
+    return cache
+
+
+def imagine(predictor, cache, z_last: Array, actions: Array, states: Array, start) -> Array:
+    """Autoregressive rollout with a KV cache: from the frame z_last [B, 1, H', W', D] at step `start` (earlier
+    steps are in `cache`), predict one frame per action of actions / states [B, K, ...], each step computed once
+    (`lax.scan`, fixed-size buffers). Returns the normalised predictions [B, K, H', W', D]."""
+
+    def body(carry, inp):
+        frame, kv = carry
+        a, s, i = inp
+        pred, kv = predictor.decode(frame, a[:, None], s[:, None], kv, start + i)
+        pred = layer_norm(pred)
+        return (pred, kv), pred[:, 0]
+
+    k = actions.shape[1]
+    xs = (jnp.swapaxes(actions, 0, 1), jnp.swapaxes(states, 0, 1), jnp.arange(k))
+    _, preds = jax.lax.scan(body, (z_last, cache), xs)
+    return jnp.swapaxes(preds, 0, 1)
+
+
+def rollout_cached(predictor, z0: Array, actions: Array, states: Array, steps: int) -> Array:
+    """`rollout` computed with the KV cache (prefill + imagine): equal to it, each step computed once."""
+    c = z0.shape[1]
+    cache = prefill(predictor, z0, actions, states, c + steps - 1)
+    return imagine(predictor, cache, z0[:, -1:], actions[:, c - 1:c - 1 + steps], states[:, c - 1:c - 1 + steps],
+                   c - 1)
+
+
 def l1(a: Array, b: Array) -> Array:
     return jnp.mean(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32)))
 
@@ -93,6 +130,42 @@ def integrate_states(state0: np.ndarray, actions: np.ndarray) -> np.ndarray:
         rot = euler_xyz_to_matrix(a[3:6]) @ euler_xyz_to_matrix(s[3:6])
         out.append(np.concatenate([s[:3] + a[:3], matrix_to_euler_xyz(rot), s[6:] + a[6:]]))
     return np.stack(out).astype(np.float32)
+
+
+def _euler_to_matrix(e: Array) -> Array:
+    """jnp twin of jepa.data.rlds.euler_xyz_to_matrix (extrinsic xyz): [..., 3] -> [..., 3, 3]."""
+    ca, cb, cc = jnp.cos(e[..., 0]), jnp.cos(e[..., 1]), jnp.cos(e[..., 2])
+    sa, sb, sc = jnp.sin(e[..., 0]), jnp.sin(e[..., 1]), jnp.sin(e[..., 2])
+    rows = [[cb * cc, sa * sb * cc - ca * sc, ca * sb * cc + sa * sc],
+            [cb * sc, sa * sb * sc + ca * cc, ca * sb * sc - sa * cc],
+            [-sb, sa * cb, ca * cb]]
+    return jnp.stack([jnp.stack(r, axis=-1) for r in rows], axis=-2)
+
+
+def _matrix_to_euler(m: Array) -> Array:
+    """jnp twin of jepa.data.rlds.matrix_to_euler_xyz."""
+    sb = jnp.clip(-m[..., 2, 0], -1.0, 1.0)
+    locked = jnp.abs(sb) > 1.0 - 1e-6
+    a = jnp.where(locked, 0.0, jnp.arctan2(m[..., 2, 1], m[..., 2, 2]))
+    c = jnp.where(locked, jnp.arctan2(-m[..., 0, 1], m[..., 1, 1]), jnp.arctan2(m[..., 1, 0], m[..., 0, 0]))
+    return jnp.stack([a, jnp.arcsin(sb), c], axis=-1)
+
+
+def integrate_states_jax(state0: Array, actions: Array, gripper_range: tuple[float, float] | None = None) -> Array:
+    """`integrate_states` inside jit: state0 [..., 7], delta-pose actions [..., K, 7] -> states [..., K + 1, 7]
+    (`lax.scan` over K). `gripper_range` optionally clips the gripper (a real gripper stops at its limits)."""
+
+    def body(s, a):
+        rot = _euler_to_matrix(a[..., 3:6]) @ _euler_to_matrix(s[..., 3:6])
+        g = s[..., 6:] + a[..., 6:]
+        if gripper_range is not None:
+            g = jnp.clip(g, *gripper_range)
+        nxt = jnp.concatenate([s[..., :3] + a[..., :3], _matrix_to_euler(rot), g], axis=-1)
+        return nxt, nxt
+
+    state0 = state0.astype(jnp.float32)
+    _, out = jax.lax.scan(body, state0, jnp.moveaxis(actions.astype(jnp.float32), -2, 0))
+    return jnp.concatenate([state0[..., None, :], jnp.moveaxis(out, 0, -2)], axis=-2)
 
 
 # --- Action / state standardisation ----------------------------------------------------------------------------
@@ -130,6 +203,8 @@ class WorldModel:
     normalization: dict | None  # action/state statistics (None: raw actions and states)
     image_size: int | None  # the frame side the predictor was trained on
     frame_stride: int
+    actions: str = "delta_pose"  # 'delta_pose' (from consecutive poses) or 'recorded' (the env's own actions)
+    states: str = "pose"  # 'pose' ([xyz, Euler, gripper]) or 'none' (the predictor saw zeros)
 
     def normalize_actions(self, actions):
         return normalize(actions, self.normalization, "action")
@@ -148,4 +223,4 @@ def load_world_model(path: str | os.PathLike, **load_kwargs) -> WorldModel:
         raise ValueError(f"{path}: not a world-model bundle (no {sorted(missing)}; it has {sorted(configs)})")
     models = load_bundle(path, ["encoder", "ac_predictor"], **load_kwargs)
     return WorldModel(models["encoder"], models["ac_predictor"], meta.get("normalization"), meta.get("data_size"),
-                      int(meta.get("frame_stride", 1)))
+                      int(meta.get("frame_stride", 1)), meta.get("actions", "delta_pose"), meta.get("states", "pose"))

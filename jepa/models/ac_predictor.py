@@ -1,6 +1,8 @@
 """The action-conditioned, block-causal predictor of V-JEPA 2-AC."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -69,6 +71,18 @@ class ACPredictor(nnx.Module):
         Returns [B, T, H', W', D]: at step t, the prediction of frame t+1 (with cfg.residual, the input frame t
         plus the predicted change).
         """
+        b, t, gh, gw, _ = frames.shape
+        x = self.step_tokens(frames, actions, states, extrinsics)
+        n_step = x.shape[2]
+        rope = self.rope(0, t, gh, gw)
+        mask = block_causal_mask(t, n_step)[None, None]
+        x = self.blocks(x.reshape(b, t * n_step, -1), rope, mask)
+        return self.readout(x.reshape(b, t, n_step, -1), frames)
+
+    # -- the pieces of a forward pass, shared by __call__ and the cached `decode` -------------------------------
+    def step_tokens(self, frames: Array, actions: Array, states: Array, extrinsics: Array | None = None) -> Array:
+        """The embedded sequence [B, T, cond + H'W', width]: per step the action, state (and extrinsics) tokens,
+        then the frame's patch tokens."""
         cfg = self.cfg
         b, t, gh, gw, _ = frames.shape
         x = self.embed(frames.reshape(b, t, gh * gw, -1))
@@ -82,15 +96,55 @@ class ACPredictor(nnx.Module):
             if extrinsics is None:
                 raise ValueError("this AC predictor was configured with use_extrinsics=True: pass extrinsics")
             cond.append(self.extrinsics_encoder(extrinsics)[:, :, None])
-        x = jnp.concatenate(cond + [x], axis=2)  # [B, T, cond+HW, W]
-        n_step = x.shape[2]
-        x = x.reshape(b, t * n_step, cfg.width)
-        pos = ac_positions(t, cfg.cond_tokens, gh, gw, cfg.grid_size)
-        rope = rope_tables(pos, cfg.head_dim, cfg.rope, as_dtype(cfg.dtype))
-        mask = block_causal_mask(t, n_step)[None, None]
-        x = self.blocks(x, rope, mask)
-        x = x.reshape(b, t, n_step, cfg.width)[:, :, cfg.cond_tokens:]
-        x = self.proj(self.norm(x)).reshape(b, t, gh, gw, cfg.embed_dim)
+        return jnp.concatenate(cond + [x], axis=2)
+
+    def rope(self, start, steps: int, gh: int, gw: int) -> tuple[Array, Array]:
+        """RoPE tables of the tokens of steps start .. start + steps - 1 (`start` may be traced)."""
+        cfg = self.cfg
+        pos = ac_positions(steps, cfg.cond_tokens, gh, gw, cfg.grid_size)
+        pos = pos.at[:, 0].add(jnp.asarray(start, jnp.float32))
+        return rope_tables(pos, cfg.head_dim, cfg.rope, as_dtype(cfg.dtype))
+
+    def readout(self, x: Array, frames: Array) -> Array:
+        """Hidden states [B, T, cond + H'W', width] -> predictions [B, T, H', W', D] (patch tokens only)."""
+        cfg = self.cfg
+        b, t, gh, gw, _ = frames.shape
+        x = self.proj(self.norm(x[:, :, cfg.cond_tokens:])).reshape(b, t, gh, gw, cfg.embed_dim)
         if cfg.residual:  # the blocks predict the change from frame t to frame t+1
             x = x + frames.astype(x.dtype)
         return x
+
+    # -- cached decoding ------------------------------------------------------------------------------------------
+    def init_cache(self, batch: int, steps: int, tokens_per_frame: int, dtype=jnp.float32) -> "KVCache":
+        """An empty key/value cache for `steps` steps of `tokens_per_frame` patch tokens each."""
+        cfg = self.cfg
+        shape = (cfg.depth, batch, steps * (cfg.cond_tokens + tokens_per_frame), cfg.num_heads, cfg.head_dim)
+        return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+
+    def decode(self, frames: Array, actions: Array, states: Array, cache: "KVCache", start,
+               extrinsics: Array | None = None) -> tuple[Array, "KVCache"]:
+        """The forward pass of steps start .. start + T - 1 given the keys and values of steps < start in `cache`.
+
+        Attention is block-causal, so earlier steps never depend on later ones: their keys and values, computed
+        once, serve every continuation (observed context shared by every planning sample; each imagined step
+        computed once instead of once per later step). Equal to `__call__` on the whole sequence (tested).
+        Returns (predictions [B, T, H', W', D], the cache with these steps written)."""
+        b, t, gh, gw, _ = frames.shape
+        x = self.step_tokens(frames, actions, states, extrinsics)
+        n_step = x.shape[2]
+        length = cache.keys.shape[2]
+        if length % n_step:
+            raise ValueError(f"cache length {length} is not a multiple of the {n_step} tokens per step")
+        q_step = start + jnp.arange(t * n_step) // n_step
+        k_step = jnp.arange(length) // n_step
+        mask = (k_step[None, :] <= q_step[:, None])[None, None]
+        x, keys, values = self.blocks.decode(x.reshape(b, t * n_step, -1), self.rope(start, t, gh, gw),
+                                             cache.keys, cache.values, start * n_step, mask)
+        return self.readout(x.reshape(b, t, n_step, -1), frames), KVCache(keys, values)
+
+
+class KVCache(NamedTuple):
+    """Keys and values of the AC predictor's attention per layer: [depth, B, steps * tokens_per_step, heads, hd]."""
+
+    keys: Array
+    values: Array

@@ -175,6 +175,17 @@ class Block(nnx.Module):
         x = x + self.attn(self.norm1(x), rope, mask)
         return x + self.mlp(self.norm2(x))
 
+    def decode(self, x: Array, rope, keys: Array, values: Array, offset, mask) -> tuple[Array, Array, Array]:
+        """The block on new tokens x [B, n, W] with a key/value cache [B, L, heads, hd]: the new tokens' keys and
+        values are written at `offset` and the queries attend to the whole buffer under `mask` [.., n, L].
+        Returns (output, keys, values) with the buffers updated."""
+        q, k, v = self.attn.qkv_heads(self.norm1(x), rope)
+        keys = jax.lax.dynamic_update_slice_in_dim(keys, k.astype(keys.dtype), offset, axis=1)
+        values = jax.lax.dynamic_update_slice_in_dim(values, v.astype(values.dtype), offset, axis=1)
+        o = attention(q, keys.astype(q.dtype), values.astype(q.dtype), mask)
+        x = x + self.attn.proj(o.reshape(x.shape))
+        return x + self.mlp(self.norm2(x)), keys, values
+
 
 class BlockStack(nnx.Module):
     """`depth` blocks with parameters stacked on a leading `layers` axis, run with `lax.scan`.
@@ -185,9 +196,10 @@ class BlockStack(nnx.Module):
     """
 
     def __init__(self, depth: int, make_block: Callable[[nnx.Rngs], Block], *, rngs: nnx.Rngs, remat=False,
-                 rescale=True):
+                 rescale=True, unroll=False):
         self.depth = depth
         self.remat = remat
+        self.unroll = unroll
 
         @nnx.split_rngs(splits=depth)
         @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
@@ -211,13 +223,26 @@ class BlockStack(nnx.Module):
 
         if self.remat:
             body = jax.checkpoint(body, prevent_cse=False)
-        x, hs = jax.lax.scan(body, x, state)
+        x, hs = jax.lax.scan(body, x, state, unroll=self.depth if self.unroll else 1)
         return (x, hs) if collect else x
+
+    def decode(self, x: Array, rope, keys: Array, values: Array, offset, mask) -> tuple[Array, Array, Array]:
+        """Cached forward of new tokens (see `Block.decode`); keys / values are stacked per layer
+        [depth, B, L, heads, hd]. Returns (output, keys, values)."""
+        graphdef, state = nnx.split(self.blocks)
+
+        def body(h, xs):
+            layer_state, k, v = xs
+            h, k, v = nnx.merge(graphdef, layer_state).decode(h, rope, k, v, offset, mask)
+            return h, (k, v)
+
+        x, (keys, values) = jax.lax.scan(body, x, (state, keys, values), unroll=self.depth if self.unroll else 1)
+        return x, keys, values
 
 
 def block_stack(cfg, *, rngs: nnx.Rngs) -> BlockStack:
     """The transformer trunk of any model config with width / depth / num_heads / mlp_dim / ln_eps / qkv_bias /
-    init_std / remat / dtype / param_dtype fields."""
+    init_std / remat / unroll / dtype / param_dtype fields."""
     dtype, pdtype = as_dtype(cfg.dtype), as_dtype(cfg.param_dtype)
     return BlockStack(
         cfg.depth,
@@ -225,6 +250,7 @@ def block_stack(cfg, *, rngs: nnx.Rngs) -> BlockStack:
                         std=cfg.init_std, dtype=dtype, param_dtype=pdtype),
         rngs=rngs,
         remat=cfg.remat,
+        unroll=getattr(cfg, "unroll", False),
     )
 
 
