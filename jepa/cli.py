@@ -15,13 +15,14 @@ COMMANDS = {
     "convert": ("jepa.convert", "import PyTorch / transformers V-JEPA 2 checkpoints into orbax"),
     "data": ("jepa.data.cli", "dataset tools: `shard` (video lists -> ArrayRecord), `build` (tfds builders)"),
     "collect": ("planning.collect", "collect robot episodes from a MuJoCo task into an RLDS dataset"),
-    "plan": ("planning.evaluate", "closed-loop CEM planning evaluation on MuJoCo tasks"),
+    "plan": ("planning.plan", "plan toward a goal image on one episode (closed-loop CEM), with a GIF"),
+    "eval-planner": ("planning.evaluate", "evaluate goal-image planning against baselines (--config configs/plan/..)"),
 }
 
 
 def _usage() -> str:
     lines = ["usage: jepa <command> [args...]", "", "commands:"]
-    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:<13} {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
 
 

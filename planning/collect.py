@@ -29,25 +29,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=64, help="square image size")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--policy", default="mixed", choices=("mixed", "scripted", "random"))
+    p.add_argument("--start", default="random", choices=("random", "contact"),
+                   help="start states: random, or (push) the closed gripper right behind the cube")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at the same place")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
 def collect(task: str, episodes: int, out: str | Path, steps: int = 50, size: int = 64, seed: int = 0,
-            policy: str = "mixed", overwrite: bool = False, progress: bool = True) -> Path:
+            policy: str = "mixed", overwrite: bool = False, progress: bool = True, start: str = "random") -> Path:
     """Collect and write the dataset; return its directory (`<out>/robot_episodes/<task>/1.0.0`)."""
     from data.robot_episodes import Builder
 
     builder = Builder(config=task, data_dir=str(out), file_format="array_record", episodes=episodes, steps=steps,
-                      size=size, seed=seed, policy=policy, progress=progress)
+                      size=size, seed=seed, policy=policy, start=start, progress=progress)
     target = Path(builder.data_dir)
     if target.exists():
         if not overwrite:
             raise FileExistsError(f"{target} already exists; pass --overwrite to replace it")
         shutil.rmtree(target)
         builder = Builder(config=task, data_dir=str(out), file_format="array_record", episodes=episodes,
-                          steps=steps, size=size, seed=seed, policy=policy, progress=progress)
+                          steps=steps, size=size, seed=seed, policy=policy, start=start, progress=progress)
     with tempfile.TemporaryDirectory() as downloads:  # nothing is downloaded; keep tfds' empty dirs out of `out`
         builder.download_and_prepare(download_dir=downloads)
     return target
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         path = collect(args.task, args.episodes, args.out, args.steps, args.size, args.seed, args.policy,
-                       args.overwrite, progress=not args.quiet)
+                       args.overwrite, progress=not args.quiet, start=args.start)
     except (FileExistsError, ValueError) as e:
         print(f"jepa collect: {e}")
         return 2

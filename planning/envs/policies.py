@@ -52,19 +52,24 @@ class PushPolicy:
 
     Phases from the state: close the gripper; if the TCP is not behind the cube on the cube->target line, rise to
     HOVER_Z, move above the pre-push point, descend; then push along the line (<= 4 cm per step), steering
-    back onto the line when the cube drifts sideways."""
+    back onto the line when the cube drifts sideways. At the target it rises clear (`finish='rise'`) or stays
+    (`finish='hold'`)."""
 
-    def __init__(self, target_xy: np.ndarray, rng: np.random.Generator, noise: float = 0.0, step: float = 0.04):
+    def __init__(self, target_xy: np.ndarray, rng: np.random.Generator, noise: float = 0.0, step: float = 0.04,
+                 finish: str = "rise"):
+        if finish not in ("rise", "hold"):
+            raise ValueError(f"finish must be 'rise' or 'hold', got {finish!r}")
         self.target = np.asarray(target_xy, float)
-        self.rng, self.noise, self.step = rng, noise, step
+        self.rng, self.noise, self.step, self.finish = rng, noise, step, finish
 
     def __call__(self, env) -> np.ndarray:
         tcp, cube = env.target_pos, env.cube_pos
         dgrip = 1.0 - env.grip_command
         to_goal = self.target - cube[:2]
         dist = float(np.linalg.norm(to_goal))
-        if dist < 0.01:
-            return _action(_move(np.array([0.0, 0.0, HOVER_Z - tcp[2]]), 0.03), dgrip=dgrip)
+        if dist < 0.01:  # done: rise clear of the cube (play data), or stay where the push ended (goal images)
+            up = HOVER_Z - tcp[2] if self.finish == "rise" else 0.0
+            return _action(_move(np.array([0.0, 0.0, up]), 0.03), dgrip=dgrip)
         u = to_goal / dist
         pre = cube[:2] - u * PUSH_OFFSET
         rel = tcp[:2] - cube[:2]
@@ -74,7 +79,9 @@ class PushPolicy:
         if behind and tcp[2] < PUSH_Z + 0.015:
             # Push: the TCP heads for the point from which the cube would sit on the target, correcting sideways.
             aim = self.target - u * PUSH_OFFSET
-            delta = np.append(_move(aim - tcp[:2], self.step) - 0.5 * lateral, PUSH_Z - tcp[2])
+            go = aim - tcp[:2]
+            go *= min(1.0, self.step / max(float(np.linalg.norm(go)), 1e-9))  # along the line, at most `step`
+            delta = np.append(go - 0.5 * lateral, PUSH_Z - tcp[2])
         elif np.linalg.norm(tcp[:2] - pre) < 0.015:
             delta = np.append(pre - tcp[:2], PUSH_Z - tcp[2])  # descend behind the cube
         elif tcp[2] < HOVER_Z - 0.01 and np.linalg.norm(rel) < 0.09:

@@ -68,6 +68,7 @@ class TableTopEnv(GoalTaskMixin, gym.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
     task = "tabletop"
+    starts: tuple[str, ...] = ("random",)  # start-state distributions `reset` offers (see reset)
     language_instruction = ""
 
     def __init__(
@@ -79,9 +80,14 @@ class TableTopEnv(GoalTaskMixin, gym.Env):
         goal_steps: int | None = None,
         goal_policy: str = "scripted",
         blob_shadows: bool = True,
+        start: str = "random",
     ):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        if start not in self.starts:
+            raise ValueError(f"start must be one of {self.starts} for {type(self).__name__}, got {start!r}")
+        self.start = start
+        self._start_target: np.ndarray | None = None  # the contact start's push target, for the goal's expert
         self.render_mode = render_mode
         self.height, self.width = (size, size) if isinstance(size, int) else tuple(size)
         self.substeps = int(substeps)
@@ -211,11 +217,17 @@ class TableTopEnv(GoalTaskMixin, gym.Env):
 
     # -- gymnasium API ----------------------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        """Random start: TCP in x, y in [-0.12, 0.12], z in [0.07, 0.14], yaw in [-pi/4, pi/4], gripper open;
-        cube flat at x, y in [-0.12, 0.12] (>= 7 cm from the TCP in xy), random yaw. Then, if `auto_goal`
-        (or options['auto_goal']), a goal is sampled with `goal_policy` for `goal_steps` steps."""
+        """Random start (`start='random'`): TCP in x, y in [-0.12, 0.12], z in [0.07, 0.14], yaw in [-pi/4, pi/4],
+        gripper open; cube flat at x, y in [-0.12, 0.12] (>= 7 cm from the TCP in xy), random yaw.
+        Contact start (`start='contact'`, push only): a push target is drawn (`contact_target`), and the closed
+        gripper stands at push height right behind the cube on the line from the target, where the push expert
+        starts pushing. Then, if `auto_goal` (or options['auto_goal']), a goal is sampled with `goal_policy` for
+        `goal_steps` steps (`options['start']` overrides the env's start too)."""
         super().reset(seed=seed)
         options = options or {}
+        start = options.get("start", self.start)
+        if start not in self.starts:
+            raise ValueError(f"start must be one of {self.starts} for {type(self).__name__}, got {start!r}")
         rng = self.np_random
         m, d = self.model, self.data
         mujoco.mj_resetData(m, d)
@@ -226,13 +238,17 @@ class TableTopEnv(GoalTaskMixin, gym.Env):
             if np.linalg.norm(cube_xy - tcp[:2]) >= 0.07:
                 break
         cube_yaw = rng.uniform(-np.pi, np.pi)
+        opening = scene.FINGER_TRAVEL
+        self._start_target = None
+        if start == "contact":
+            tcp, yaw, opening, self._start_target = self.contact_start(rng, cube_xy)
         hand_quat = np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)])
         d.qpos[self._hand_qpos : self._hand_qpos + 3] = tcp
         d.qpos[self._hand_qpos + 3 : self._hand_qpos + 7] = hand_quat
         d.qpos[self._cube_qpos : self._cube_qpos + 3] = [*cube_xy, scene.CUBE_HALF]
         d.qpos[self._cube_qpos + 3 : self._cube_qpos + 7] = [np.cos(cube_yaw / 2), 0.0, 0.0, np.sin(cube_yaw / 2)]
-        d.qpos[self._finger_qpos] = scene.FINGER_TRAVEL
-        d.ctrl[:] = scene.FINGER_TRAVEL
+        d.qpos[self._finger_qpos] = opening
+        d.ctrl[:] = opening
         d.mocap_pos[self._mocap] = tcp
         d.mocap_quat[self._mocap] = hand_quat
         mujoco.mj_forward(m, d)
@@ -242,6 +258,11 @@ class TableTopEnv(GoalTaskMixin, gym.Env):
             self.sample_goal(rng, steps=options.get("goal_steps", self.goal_steps),
                              policy=options.get("goal_policy", self.goal_policy))
         return self._obs(), self._info()
+
+    def contact_start(self, rng: np.random.Generator,
+                      cube_xy: np.ndarray) -> tuple[np.ndarray, float, float, np.ndarray]:
+        """(TCP position, yaw, finger opening, push target) of a contact start; only tasks that offer one."""
+        raise ValueError(f"{type(self).__name__} has no contact start")
 
     def step(self, action: np.ndarray):
         self.advance(action)

@@ -38,12 +38,36 @@ class ReachEnv(TableTopEnv):
 
 
 class PushEnv(TableTopEnv):
-    """Push the cube along the table to the goal position (xy)."""
+    """Push the cube along the table to the goal position (xy).
+
+    start='random' (default): the gripper starts anywhere, and the goal is 20 steps of the push expert (approach,
+    then push). start='contact': the closed gripper starts right behind the cube, and the goal is `goal_steps`
+    steps of the expert pushing toward a target 14-20 cm away (default 4 steps: the cube moves about 9-14 cm)."""
 
     task = "push"
     language_instruction = "push the red cube to the goal"
     success_threshold = 0.05
     default_goal_steps = 20
+    contact_goal_steps = 4
+    contact_gap = (0.03, 0.05)  # the gripper stands this much further back than where a push starts (m)
+    starts = ("random", "contact")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.start == "contact" and kwargs.get("goal_steps") is None:
+            self.goal_steps = self.contact_goal_steps
+
+    def contact_start(self, rng: np.random.Generator,
+                      cube_xy: np.ndarray) -> tuple[np.ndarray, float, float, np.ndarray]:
+        """The closed gripper at push height behind the cube, on the line from a push target 14-20 cm away, turned
+        so that its closed fingers (4 cm across the hand's x axis) face the cube broadside; `contact_gap` further
+        back than where the expert's push begins."""
+        target = policies.sample_push_target(rng, np.append(cube_xy, 0.0), lo=0.14, hi=0.2)
+        u = (target - cube_xy) / np.linalg.norm(target - cube_xy)
+        gap = rng.uniform(*self.contact_gap)
+        tcp = np.append(cube_xy - u * (policies.PUSH_OFFSET + gap), policies.PUSH_Z)
+        yaw = float((np.arctan2(u[1], u[0]) + np.pi) % np.pi - np.pi / 2)  # hand x perpendicular to u, |yaw| <= pi/2
+        return tcp, yaw, 0.0, target
 
     def achieved(self) -> np.ndarray:
         return self.cube_pos[:2]
@@ -52,6 +76,8 @@ class PushEnv(TableTopEnv):
         return float(np.linalg.norm(achieved[:2] - goal[:2]))
 
     def expert(self, rng: np.random.Generator, noise: float = 0.0) -> policies.PushPolicy:
+        if self._start_target is not None:  # a contact start: push the way the gripper stands, stay at the end
+            return policies.PushPolicy(self._start_target, rng, noise, finish="hold")
         return policies.PushPolicy(policies.sample_push_target(rng, self.cube_pos), rng, noise)
 
     def make_policy(self, kind: str, rng: np.random.Generator):

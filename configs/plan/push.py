@@ -1,0 +1,30 @@
+"""Goal-image planning on the table-top push task from a contact start: latent CEM with the demo's world model
+vs baselines.
+
+  jepa eval-planner --config configs/plan/push.py --workdir runs/plan/push
+  jepa plan --config configs/plan/push.py --workdir runs/plan/push_one --episode 0
+"""
+import dataclasses
+
+import ml_collections
+
+from planning.cem import CEMConfig
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.task = "push"  # planning.envs short name or id
+    # env kwargs: the closed gripper starts 3-5 cm behind the cube; the goal is 6 steps of the push expert from there
+    c.env = ml_collections.ConfigDict(dict(start="contact", goal_steps=6))
+    c.image_size = 64
+    c.world_model = "runs/demo/ac/model"  # a `jepa train-ac` bundle
+    c.episodes = 20
+    c.seed = 1000  # episode i resets with seed + i (seeds with a goal closer than min_distance are passed over)
+    c.min_distance = 0.08  # m
+    c.steps = 10  # the step budget: success is judged after it
+    c.context = 1  # observed frames the predictor sees per re-plan
+    c.action = ml_collections.ConfigDict(dict(dims="auto", max_xyz=0.0))  # 0: the env's own step bound
+    c.cem = dataclasses.asdict(CEMConfig(samples=64, elites=8, iterations=3, horizon=1))
+    c.methods = ["latent_cem", "oracle_cem", "random", "zero"]
+    c.report = ml_collections.ConfigDict(dict(gifs=3, landscape_grid=21, correlation_samples=64))
+    return c
