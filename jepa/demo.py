@@ -1,15 +1,19 @@
-"""`make demo`: the main job end to end on the embedded default data, no downloads.
+"""`make demo`: the main job end to end on the embedded default data, no downloads, in about 15 minutes on 2 cores.
 
 Stages (each resumes or is skipped when its outputs exist in --workdir):
   1. data      embedded synthetic motion videos -> ArrayRecord shards (+ a preview GIF)
-  2. robot     `jepa collect`: exploratory episodes of the MuJoCo push task as an RLDS dataset, and the same
-               episodes as video shards for pretraining (jepa.data.robot_video)
+  2. robot     `jepa collect`: exploratory episodes of the MuJoCo reach and push tasks as RLDS datasets (push also
+               from contact starts), and the same episodes as video shards for pretraining
   3. pretrain  V-JEPA 2 pretraining of a small ViT (configs/pretrain/demo.py) on a mixture of the synthetic
                videos and the robot videos (--robot-video-weight), TensorBoard + loss curves PNG
   4. probe     attentive probes on frozen features: the pretrained encoder vs the same encoder at random init,
                on the motion task (which no single frame solves); results JSON + bar chart PNG
-  5. ac        `jepa train-ac`: the action-conditioned predictor on the frozen pretrained encoder; held-out
-               multi-step rollout L1 vs the copy-the-last-frame baseline (eval.json, rollout_l1.png)
+  5. ac        `jepa train-ac`: the action-conditioned predictor on the frozen pretrained encoder, trained on the
+               reach and push episodes; held-out rollout L1 vs the copy-the-last-frame baseline
+  6. plan      `jepa eval-planner` on reach and push (configs/plan/): latent CEM with the world model vs random,
+               zero and an oracle CEM on the true simulator, 20 fixed episodes each
+  7. report    runs/demo/report.md: every number and picture of the run in one page
+`--fast` runs the same chain at toy sizes (a minute or two; the tests run it).
 """
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ import time
 
 import jax
 import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository: configs/ live there
 
 
 def stage_data(workdir: str, num_train: int, num_val: int) -> str:
@@ -38,11 +44,11 @@ def stage_data(workdir: str, num_train: int, num_val: int) -> str:
 
 
 def stage_pretrain(workdir: str, data_dir: str, overrides: list[str], robot_video: str | None = None,
-                   robot_weight: float = 1.0) -> str:
+                   robot_weight: float = 1.0, spec: str = "") -> str:
     from jepa.config import load_config
     from jepa.train.pretrain import train
 
-    cfg = load_config("configs/pretrain/demo.py", overrides)
+    cfg = load_config(os.path.join(ROOT, "configs/pretrain/demo.py") + (f":{spec}" if spec else ""), overrides)
     with cfg.unlocked():
         cfg.data.sources = [{"glob": os.path.join(data_dir, "synthetic-{split}-*.array_record"), "weight": 1.0}]
         if robot_video:  # mixed in with `robot_weight` (the synthetic videos weigh 1)
@@ -88,6 +94,10 @@ def stage_probe(workdir: str, data_dir: str, pretrain_dir: str, *, num_train: in
     from jepa.probe.train import best, extract_features, train_probes
 
     out = os.path.join(workdir, "probe")
+    if os.path.exists(os.path.join(out, "results.json")):
+        results = _load_json(os.path.join(out, "results.json"))
+        print(f"[probe] done already: margin {results['margin_points']:+.1f} points ({out}/results.json)")
+        return results
     os.makedirs(out, exist_ok=True)
     encoder = load_bundle(os.path.join(pretrain_dir, "model"), ["encoder"])["encoder"]
     random_encoder = VisionTransformer(encoder.cfg, rngs=nnx.Rngs(seed + 1))
@@ -116,45 +126,78 @@ def stage_probe(workdir: str, data_dir: str, pretrain_dir: str, *, num_train: in
     return results
 
 
-def stage_robot(workdir: str, episodes: int, steps: int) -> str:
+# The robot datasets: name -> (task, start). Reach and push share one scene; push also starts in contact with the
+# cube, as its planning episodes do.
+ROBOT_DATASETS = {"reach": ("reach", "random"), "push": ("push", "random"), "push_contact": ("push", "contact")}
+
+
+def stage_robot(workdir: str, episodes: dict[str, int], steps: int, size: int = 64) -> list[str]:
+    """Collects the robot datasets (exploratory 'mixed' policy); returns their RLDS directories."""
     from planning.collect import collect
 
-    out = os.path.join(workdir, "robot")
-    path = os.path.join(out, "robot_episodes", "push", "1.0.0")
-    if not os.path.exists(os.path.join(path, "dataset_info.json")):
-        t = time.time()
-        path = str(collect("push", episodes, out, steps=steps, size=64, seed=0, policy="mixed"))
-        print(f"[robot] {episodes} push episodes x {steps} steps in {time.time() - t:.0f}s -> {path}")
-    return path
+    paths = []
+    for seed, (name, (task, start)) in enumerate(ROBOT_DATASETS.items()):
+        out = os.path.join(workdir, "robot", name)
+        path = os.path.join(out, "robot_episodes", task, "1.0.0")
+        if not os.path.exists(os.path.join(path, "dataset_info.json")):
+            t = time.time()
+            path = str(collect(task, episodes[name], out, steps=steps, size=size, seed=seed, policy="mixed",
+                               start=start, overwrite=True))
+            print(f"[robot] {episodes[name]} {name} episodes x {steps} steps in {time.time() - t:.0f}s -> {path}")
+        paths.append(path)
+    return paths
 
 
-def stage_robot_video(workdir: str, robot_path: str) -> str:
+def stage_robot_video(workdir: str, robot_paths: list[str]) -> str:
     from jepa.data.robot_video import write_robot_clips
 
     out = os.path.join(workdir, "robot_video")
     if not glob.glob(os.path.join(out, "robot-train-*.array_record")):
         t = time.time()
-        write_robot_clips([robot_path], out, size=64, num_shards=4, seed=0, overwrite=True, progress=False)
+        write_robot_clips(robot_paths, out, size=64, num_shards=4, seed=0, overwrite=True, progress=False)
         print(f"[robot] episodes as pretraining video in {time.time() - t:.0f}s -> {out}")
     return out
 
 
-def stage_ac(workdir: str, pretrain_dir: str, robot_path: str, overrides: list[str]) -> dict:
+def stage_ac(workdir: str, pretrain_dir: str, robot_paths: list[str], overrides: list[str], spec: str = "") -> dict:
     from jepa.config import load_config
     from jepa.train.ac import train
 
     out = os.path.join(workdir, "ac")
-    if os.path.exists(os.path.join(out, "eval.json")):
+    if os.path.exists(os.path.join(out, "eval.json")) and os.path.exists(os.path.join(out, "model", "config.json")):
         with open(os.path.join(out, "eval.json")) as f:
             result = json.load(f)
         print(f"[ac] done already: held-out rollout L1 {result['rollout_l1_mean']:.4f} vs copy-last "
               f"{result['copy_l1_mean']:.4f} ({result['ratio_copy_over_rollout']:.2f}x lower)")
         return result
-    cfg = load_config("configs/ac/demo.py", overrides)
+    cfg = load_config(os.path.join(ROOT, "configs/ac/demo.py") + (f":{spec}" if spec else ""), overrides)
     with cfg.unlocked():
         cfg.encoder_bundle = os.path.join(pretrain_dir, "model")
-        cfg.data.paths = [robot_path]
+        cfg.data.paths = list(robot_paths)
     return train(cfg, out)
+
+
+PLAN_TASKS = ("reach", "push")
+
+
+def stage_plan(workdir: str, overrides: list[str], *, progress: bool = True) -> dict:
+    """`jepa eval-planner` on each planning task with the AC stage's world model; results per task."""
+    from jepa.config import load_config
+    from planning.evaluate import evaluate
+
+    results = {}
+    for task in PLAN_TASKS:
+        out = os.path.join(workdir, "plan", task)
+        if os.path.exists(os.path.join(out, "results.json")):
+            with open(os.path.join(out, "results.json")) as f:
+                results[task] = json.load(f)
+            print(f"[plan] {task} done already: {out}/results.json")
+            continue
+        cfg = load_config(os.path.join(ROOT, "configs/plan", f"{task}.py"), overrides)
+        with cfg.unlocked():
+            cfg.world_model = os.path.join(workdir, "ac", "model")
+        results[task] = evaluate(cfg, out, progress=progress)
+    return results
 
 
 def _bar_chart(results: dict, path: str) -> None:
@@ -179,41 +222,190 @@ def _bar_chart(results: dict, path: str) -> None:
     plt.close(fig)
 
 
+def stage_reacher(workdir: str, pretrain_dir: str, *, episodes: int, steps: int, ac_overrides: list[str],
+                  plan_overrides: list[str], progress: bool = True) -> dict:
+    """Optional (`--stages reacher`): gymnasium's Reacher-v5 as a goal-image task with a world model trained on its
+    own episodes (recorded joint torques, configs/ac/reacher.py), then evaluated like reach and push."""
+    from jepa.config import load_config
+    from jepa.train.ac import train
+    from planning.collect import collect
+    from planning.evaluate import evaluate
+
+    root = os.path.join(workdir, "reacher")
+    data = os.path.join(root, "robot", "robot_episodes", "reacher", "1.0.0")
+    if not os.path.exists(os.path.join(data, "dataset_info.json")):
+        data = str(collect("reacher", episodes, os.path.join(root, "robot"), steps=steps, size=64, seed=7,
+                           policy="mixed", overwrite=True))
+    if not os.path.exists(os.path.join(root, "ac", "model", "config.json")):
+        cfg = load_config(os.path.join(ROOT, "configs/ac/reacher.py"), ac_overrides)
+        with cfg.unlocked():
+            cfg.encoder_bundle = os.path.join(pretrain_dir, "model")
+            cfg.data.paths = [data]
+        train(cfg, os.path.join(root, "ac"))
+    out = os.path.join(root, "plan")
+    if os.path.exists(os.path.join(out, "results.json")):
+        return _load_json(os.path.join(out, "results.json"))
+    cfg = load_config(os.path.join(ROOT, "configs/plan/reacher.py"), plan_overrides)
+    with cfg.unlocked():
+        cfg.world_model = os.path.join(root, "ac", "model")
+    return evaluate(cfg, out, progress=progress)
+
+
+# What each stage runs. 'full' is `make demo` (about 15 minutes on 2 CPU cores); 'fast' is the same chain at toy
+# sizes for the tests. Overrides go to configs/pretrain/demo.py, configs/ac/demo.py and configs/plan/<task>.py.
+PROFILES = {
+    "full": dict(train_clips=2048, val_clips=512, probe_epochs=10, robot_steps=30,
+                 robot_episodes={"reach": 150, "push": 100, "push_contact": 150},
+                 reacher_episodes=300, reacher_steps=100,
+                 pretrain_spec="", pretrain=[], ac_spec="", ac=[], plan=[]),
+    "fast": dict(train_clips=64, val_clips=32, probe_epochs=2, robot_steps=6,
+                 robot_episodes={"reach": 4, "push": 3, "push_contact": 3}, reacher_episodes=4, reacher_steps=20,
+                 pretrain_spec="smoke", pretrain=["--config.train.steps=3", "--config.data.crop_size=64"],
+                 ac_spec="smoke", ac=["--config.train.steps=4", "--config.train.eval_every=4"],
+                 plan=["--config.episodes=2", "--config.steps=2", "--config.cem.samples=8", "--config.cem.elites=2",
+                       "--config.cem.iterations=1", "--config.report.gifs=1", "--config.report.landscape_grid=3",
+                       "--config.report.correlation_samples=4"]),
+}
+STAGES = ("data", "robot", "pretrain", "probe", "ac", "plan", "report")
+OPTIONAL_STAGES = ("reacher",)  # not in the default run (its time is not in the 15 minutes)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m jepa.demo", description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", default="runs/demo")
-    ap.add_argument("--train-clips", type=int, default=2048)
-    ap.add_argument("--val-clips", type=int, default=512)
-    ap.add_argument("--probe-epochs", type=int, default=30)
+    ap.add_argument("--fast", action="store_true", help="the whole chain at toy sizes (for tests)")
     ap.add_argument("--probe-depth", type=int, default=0, help="self-attention blocks before the probe's "
                     "cross-attention (the reference uses 3; 0 keeps the demo fast on a CPU)")
-    ap.add_argument("--robot-episodes", type=int, default=400)
-    ap.add_argument("--robot-steps", type=int, default=30)
     ap.add_argument("--robot-video-weight", type=float, default=1.0,
                     help="mixture weight of the robot episodes' video in pretraining (synthetic videos: 1; 0: none)")
-    ap.add_argument("--stages", default="data,robot,pretrain,probe,ac")
+    ap.add_argument("--stages", default=",".join(STAGES))
+    ap.add_argument("--quiet", action="store_true", help="no progress bars in the planning stage")
     args, overrides = ap.parse_known_args(argv)
-    # --config.x=v overrides go to the pretraining config; --ac.config.x=v to the AC config.
-    ac_overrides = ["--config." + o[len("--ac.config."):] for o in overrides if o.startswith("--ac.config.")]
-    overrides = [o for o in overrides if not o.startswith("--ac.config.")]
+    prof = PROFILES["fast" if args.fast else "full"]
+    # --config.x=v overrides go to the pretraining config; --ac.config.x=v to the AC config; --plan.config.x=v to
+    # both planning configs.
+    ac_overrides = prof["ac"] + ["--config." + o[len("--ac.config."):] for o in overrides
+                                 if o.startswith("--ac.config.")]
+    plan_overrides = prof["plan"] + ["--config." + o[len("--plan.config."):] for o in overrides
+                                     if o.startswith("--plan.config.")]
+    unknown = [o for o in overrides if not o.startswith(("--config.", "--ac.config.", "--plan.config."))]
+    if unknown:
+        ap.error(f"unrecognized arguments: {' '.join(unknown)}")
+    pre_overrides = prof["pretrain"] + [o for o in overrides if o.startswith("--config.")]
     stages = args.stages.split(",")
+    bad = [s for s in stages if s not in STAGES + OPTIONAL_STAGES]
+    if bad:
+        ap.error(f"unknown stage(s) {bad}; choose from {','.join(STAGES + OPTIONAL_STAGES)}")
+    wd = args.workdir
+    os.makedirs(wd, exist_ok=True)
+    timings = _load_json(os.path.join(wd, "timings.json"))
     t0 = time.time()
-    data_dir = stage_data(args.workdir, args.train_clips, args.val_clips)
+
+    def timed(name, fn, *a, **kw):
+        t = time.time()
+        out = fn(*a, **kw)
+        timings[name] = timings.get(name, 0.0) + (time.time() - t)
+        with open(os.path.join(wd, "timings.json"), "w") as f:
+            json.dump(timings, f, indent=2)
+        return out
+
+    data_dir = timed("data", stage_data, wd, prof["train_clips"], prof["val_clips"])
     robot = robot_video = None
-    if "robot" in stages or "ac" in stages or ("pretrain" in stages and args.robot_video_weight > 0):
-        robot = stage_robot(args.workdir, args.robot_episodes, args.robot_steps)
+    if {"robot", "ac", "pretrain"} & set(stages):
+        robot = timed("robot", stage_robot, wd, prof["robot_episodes"], prof["robot_steps"])
         if args.robot_video_weight > 0:
-            robot_video = stage_robot_video(args.workdir, robot)
-    pre = os.path.join(args.workdir, "pretrain")
+            robot_video = timed("robot", stage_robot_video, wd, robot)
+    pre = os.path.join(wd, "pretrain")
     if "pretrain" in stages:
-        pre = stage_pretrain(args.workdir, data_dir, overrides, robot_video, args.robot_video_weight)
+        pre = timed("pretrain", stage_pretrain, wd, data_dir, pre_overrides, robot_video, args.robot_video_weight,
+                    spec=prof["pretrain_spec"])
     if "probe" in stages:
-        stage_probe(args.workdir, data_dir, pre, num_train=args.train_clips, num_val=args.val_clips,
-                    epochs=args.probe_epochs, probe_depth=args.probe_depth)
+        timed("probe", stage_probe, wd, data_dir, pre, num_train=prof["train_clips"], num_val=prof["val_clips"],
+              epochs=prof["probe_epochs"], probe_depth=args.probe_depth)
     if "ac" in stages:
-        stage_ac(args.workdir, pre, robot, ac_overrides)
-    print(f"[demo] done in {time.time() - t0:.0f}s; TensorBoard: tensorboard --logdir {args.workdir}")
+        timed("ac", stage_ac, wd, pre, robot, ac_overrides, spec=prof["ac_spec"])
+    if "plan" in stages:
+        timed("plan", stage_plan, wd, plan_overrides, progress=not args.quiet)
+    if "reacher" in stages:
+        timed("reacher", stage_reacher, wd, pre, episodes=prof["reacher_episodes"], steps=prof["reacher_steps"],
+              ac_overrides=ac_overrides, plan_overrides=plan_overrides, progress=not args.quiet)
+    if "report" in stages:
+        path = write_report(wd, timings)
+        print(f"[demo] report: {path}")
+    print(f"[demo] done in {time.time() - t0:.0f}s (stage seconds: "
+          f"{ {k: round(v) for k, v in timings.items()} }); TensorBoard: tensorboard --logdir {wd}")
     return 0
+
+
+def _load_json(path: str) -> dict:
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_report(workdir: str, timings: dict) -> str:
+    """runs/demo/report.md: every number and picture of the run, linked relative to the report."""
+    from planning.evaluate import markdown_table
+
+    wd = workdir
+    j = lambda *p: _load_json(os.path.join(wd, *p))  # noqa: E731
+    lines = ["# jepa demo report", "",
+             "Everything below was produced by one `make demo` run in this directory (`python -m jepa.demo`).", ""]
+    total = sum(timings.values())
+    lines += ["## Time per stage", "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v:.0f} |" for k, v in timings.items()] + [f"| **total** | **{total:.0f}** ({total / 60:.1f} min) |", ""]
+    lines += ["## Data", "", "Synthetic motion videos (label: the target shape's direction of motion): "
+              "![preview](data/preview.gif)", ""]
+    robot = sorted(glob.glob(os.path.join(wd, "robot", "*", "robot_episodes", "*", "1.0.0", "dataset_info.json")))
+    if robot:
+        lines += ["Robot episodes (exploratory policy, RLDS): " + ", ".join(
+            os.path.relpath(os.path.dirname(p), wd) for p in robot), ""]
+    hist = os.path.join(wd, "pretrain", "metrics.jsonl")
+    if os.path.exists(hist):
+        with open(hist) as f:
+            rows = [json.loads(line) for line in f]
+        if rows:
+            k = max(1, len(rows) // 10)
+            mean = lambda rs, key: float(np.mean([r[key] for r in rs if key in r]))  # noqa: E731
+            lines += ["## Pretraining", "",
+                      f"{len(rows)} steps; loss {mean(rows[:k], 'loss'):.3f} -> {mean(rows[-k:], 'loss'):.3f}; "
+                      f"target std within clips {mean(rows[:k], 'target_token_std'):.3f} -> "
+                      f"{mean(rows[-k:], 'target_token_std'):.3f}.", "", "![curves](pretrain/curves.png)", ""]
+    probe = j("probe", "results.json")
+    if probe:
+        lines += ["## Probe (motion direction, frozen features)", "",
+                  f"pretrained {100 * probe['pretrained']['best_val_accuracy']:.1f}% vs random init "
+                  f"{100 * probe['random_init']['best_val_accuracy']:.1f}% (margin {probe['margin_points']:+.1f} "
+                  f"points; chance {100 * probe['chance']:.1f}%).", "", "![probe](probe/probe.png)", ""]
+    ac = j("ac", "eval.json")
+    if ac:
+        lines += ["## World model (AC predictor)", "",
+                  f"Held-out {len(ac['rollout_l1'])}-step rollout latent L1 {ac['rollout_l1_mean']:.4f} vs copy-last "
+                  f"{ac['copy_l1_mean']:.4f}: **{ac['ratio_copy_over_rollout']:.2f}x** lower ({ac['clips']} clips).",
+                  "", "![rollout](ac/rollout_l1.png)", ""]
+    plans = {t: j("plan", t, "results.json") for t in PLAN_TASKS}
+    plans = {t: r for t, r in plans.items() if r}
+    reacher = j("reacher", "plan", "results.json")
+    if plans:
+        from planning.pictures import success_bars
+
+        success_bars({t: r["methods"] for t, r in plans.items()}, os.path.join(wd, "plan", "success.png"),
+                     title="goal-image planning: success with 95% Wilson intervals")
+        lines += ["## Planning toward goal images", "", markdown_table(plans), "", "![success](plan/success.png)", ""]
+        for t in plans:
+            lines += [f"### {t}", "", f"Energy landscape (first action's dx, dy) beside the true distance:", "",
+                      f"![landscape](plan/{t}/landscape.png)", ""]
+            gifs = sorted(glob.glob(os.path.join(wd, "plan", t, "episode_*.gif")))
+            lines += [" ".join(f"![{os.path.basename(g)}](plan/{t}/{os.path.basename(g)})" for g in gifs), ""]
+    if reacher:
+        lines += ["## gymnasium Reacher-v5 (optional stage `reacher`)", "",
+                  "A world model trained on Reacher's own episodes (recorded joint torques, frame stride 5):", "",
+                  markdown_table({"reacher": reacher}), "", "![landscape](reacher/plan/landscape.png)", ""]
+    path = os.path.join(wd, "report.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
 
 
 if __name__ == "__main__":

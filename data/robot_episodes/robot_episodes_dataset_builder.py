@@ -97,12 +97,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     code_path = epath.Path(__file__)
 
     def __init__(self, *, episodes: int = 10, steps: int = 50, size: int = 64, seed: int = 0,
-                 policy: str = "mixed", progress: bool = True, **kwargs: Any):
+                 policy: str = "mixed", start: str = "random", progress: bool = True, **kwargs: Any):
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
         if episodes < 1 or steps < 1 or size < 8:
             raise ValueError(f"need episodes >= 1, steps >= 1, size >= 8; got {episodes}, {steps}, {size}")
         self.episodes, self.steps, self.size, self.seed, self.policy = episodes, steps, size, seed, policy
+        self.start = start
         self.progress = progress
         self._env = None
         super().__init__(**kwargs)
@@ -111,7 +112,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         import planning.envs as envs
 
         if self._env is None:
-            self._env = envs.make(self.builder_config.name, size=self.size, auto_goal=False)
+            kwargs = {} if self.start == "random" else {"start": self.start}  # the adapters have no start option
+            self._env = envs.make(self.builder_config.name, size=self.size, auto_goal=False, **kwargs)
         return self._env
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -149,7 +151,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             }),
             metadata=tfds.core.MetadataDict(
                 task=self.builder_config.name, episodes=self.episodes, steps=self.steps, size=self.size,
-                seed=self.seed, policy=self.policy, control_hz=1.0 / env.dt, action_dim=env.action_dim,
+                seed=self.seed, policy=self.policy, start=self.start, control_hz=1.0 / env.dt,
+                action_dim=env.action_dim,
                 camera="exterior_image_1_left",
             ),
         )

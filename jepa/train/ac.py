@@ -64,14 +64,21 @@ def load_episodes(data: ml_collections.ConfigDict) -> tuple[EpisodeSet, EpisodeS
     action/state normalisation statistics of the training episodes (None with data.normalize=False)."""
     from jepa.data.rlds import RLDSEpisodes
 
-    eps = []
-    for path in data.paths:
-        src = RLDSEpisodes(path, split=data.split, camera=data.camera, frame_stride=data.frame_stride, size=data.size)
-        eps.extend(src[i] for i in range(len(src)))
-    if len(eps) < 2:
-        raise ValueError(f"need at least 2 episodes in {list(data.paths)}, found {len(eps)}")
-    n_val = max(1, int(round(len(eps) * data.val_fraction)))
-    train_eps, val_eps = eps[:-n_val], eps[-n_val:]
+    actions, states = data.get("actions", "delta_pose"), data.get("states", "pose")
+    if states not in ("pose", "none"):
+        raise ValueError(f"data.states must be 'pose' or 'none', got {states!r}")
+    train_eps, val_eps = [], []
+    for path in data.paths:  # the last val_fraction of each dataset is held out
+        src = RLDSEpisodes(path, split=data.split, camera=data.camera, frame_stride=data.frame_stride, size=data.size,
+                           actions=actions)
+        eps = [src[i] for i in range(len(src))]
+        if len(eps) < 2:
+            raise ValueError(f"need at least 2 episodes in {path}, found {len(eps)}")
+        if states == "none":  # the predictor sees no proprioception (torque-controlled arms: nothing to integrate)
+            eps = [dataclasses.replace(e, states=np.zeros_like(e.states)) for e in eps]
+        n_val = max(1, int(round(len(eps) * data.val_fraction)))
+        train_eps += eps[:-n_val]
+        val_eps += eps[-n_val:]
     stats = None
     if data.normalize:
         stats = wm.normalization_stats([e.actions for e in train_eps], [e.states for e in train_eps])
@@ -276,7 +283,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
             save_bundle(os.path.join(workdir, "model"),
                         {"encoder": encoder, "ac_predictor": nnx.merge(graphdef, jax.device_get(state["params"]))},
                         meta={"data_size": cfg.data.size, "frame_stride": cfg.data.frame_stride,
-                              "normalization": norm_stats},
+                              "normalization": norm_stats, "actions": cfg.data.get("actions", "delta_pose"),
+                              "states": cfg.data.get("states", "pose")},
                         overwrite=True)  # a resumed run replaces the bundle it wrote before
     print(f"[train-ac] held-out rollout L1 {result['rollout_l1_mean']:.4f} vs copy-last {result['copy_l1_mean']:.4f}: "
           f"{result['ratio_copy_over_rollout']:.2f}x lower (per step: "
