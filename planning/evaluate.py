@@ -207,8 +207,9 @@ def evaluate(cfg: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
         trajectories[name] = tr
         print(f"[eval-planner] {cfg.task} {name}: success {res['successes']}/{res['episodes']} "
               f"({100 * res['success_rate']:.0f}%, 95% CI {100 * res['success_ci95'][0]:.0f}-"
-              f"{100 * res['success_ci95'][1]:.0f}%), final distance median {100 * res['final_distance_median']:.1f} cm,"
-              f" {res['seconds_per_action_median']:.3f} s per action and episode")
+              f"{100 * res['success_ci95'][1]:.0f}%), final distance median "
+              f"{100 * res['final_distance_median']:.1f} cm, {res['seconds_per_action_median']:.3f} s per action and "
+              "episode")
     if planner is not None:
         out["replan_seconds_single_episode"] = single_episode_latency(planner, batch)
         out["energy_correlation"] = energy_correlation(planner, batch, int(cfg.report.correlation_samples),

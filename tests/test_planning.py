@@ -139,7 +139,7 @@ def test_bad_inputs_get_one_clear_line(bundles, tmp_path, capsys):
                         f"--config.world_model={bundles['wm']}"])
     _one_line_error(capsys, rc, "juggle", "unknown task")
 
-    rc = evaluate.main(["--config", REACH, "--workdir", str(tmp_path / "f"), "--quiet", "--config.cem.elites=99",
+    rc = evaluate.main(["--config", REACH, "--workdir", str(tmp_path / "f"), "--quiet", "--config.cem.elites=999",
                         f"--config.world_model={bundles['wm']}"])
     _one_line_error(capsys, rc, "elites")
 
@@ -164,6 +164,34 @@ def test_push_contact_start_stands_behind_the_cube():
         assert env.distance_to_goal() > 0.04  # the expert's 6 steps moved the cube
     with pytest.raises(ValueError, match="start"):
         envs.make("reach", start="contact")
+
+
+def test_push_goal_images_show_the_cube():
+    """The cube's visibility is measured (hand between camera and cube: mostly hidden; hand away: all seen), and
+    push goals hiding more than half of it behind the hand are drawn again."""
+    import mujoco
+
+    import planning.envs as envs
+    from planning.envs import scene
+
+    env = envs.make("push", size=64, start="contact", goal_steps=4)
+    env.reset(seed=0)
+    cam, cube = np.asarray(scene.CAMERA_POS), env.cube_pos
+    # Put the hand on the line of sight from the camera to the cube, 40% of the way from the cube.
+    tcp = cube + 0.4 * (cam - cube) - np.array([0.0, 0.0, 0.075])  # the palm sits 7.5 cm above the TCP
+    env.data.qpos[env._hand_qpos:env._hand_qpos + 3] = tcp
+    env.data.mocap_pos[env._mocap] = tcp
+    mujoco.mj_forward(env.model, env.data)
+    assert env.object_visibility() < 0.5
+    env.data.qpos[env._hand_qpos:env._hand_qpos + 3] = cube + np.array([0.2, 0.2, 0.1])
+    mujoco.mj_forward(env.model, env.data)
+    assert env.object_visibility() == 1.0
+    seen = []
+    for seed in range(12):
+        env.reset(seed=seed)
+        seen.append(env.goal.visible)
+    assert min(seen) >= 0.5
+    assert envs.make("reach").object_visibility() is None  # not measured where no object defines success
 
 
 @pytest.mark.slow

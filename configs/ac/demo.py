@@ -19,7 +19,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.features = "cache"  # 'cache': encode every frame once; 'online': encode inside the step
     c.data = ml_collections.ConfigDict(dict(
         paths=["runs/demo/robot"], split="train", camera="exterior_image_1_left", frame_stride=1, size=64,
-        clip_frames=4, val_fraction=0.15,
+        clip_frames=4 if smoke else 2, val_fraction=0.15,
         actions="delta_pose",  # 'delta_pose' (V-JEPA 2-AC, from consecutive poses) or 'recorded' (the env's own)
         states="pose",  # 'pose' ([xyz, Euler, gripper] from the episodes) or 'none' (zeros: no proprioception)
         normalize=True))  # standardise actions/states with training-set statistics (kept in the bundle)
@@ -29,14 +29,20 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # fixed camera it lets the predictor place the arm from its state. rope='rotation': a true relative rotation
     # (the released model's 'reference' RoPE is kept for checkpoints trained with it).
     # Measured on held-out episodes (same encoder, 600 steps): 1.13x below copy-last without these, 1.18x with.
-    # Sized for planning on 2 CPU cores: every CEM candidate runs the predictor, so it is small (64 wide, 2 deep,
-    # 2 heads: few wide heads are faster on a CPU than many narrow ones).
-    c.model = ACPredictorConfig(width=64, depth=1 if smoke else 2, num_heads=2, mlp_dim=128 if smoke else 256,
-                                residual=not smoke, pos_embed=True, rope="rotation", unroll=True).to_dict()
+    # Sized for planning on 2 CPU cores: every CEM candidate runs the predictor (96 wide, 3 deep, 2 heads: few wide
+    # heads are faster on a CPU than many narrow ones; the scan over blocks unrolled for a faster backward pass).
+    c.model = ACPredictorConfig(width=64 if smoke else 96, depth=1 if smoke else 3, num_heads=2,
+                                mlp_dim=128 if smoke else 384, residual=not smoke, pos_embed=True, rope="rotation",
+                                unroll=True).to_dict()
     c.optim = ml_collections.ConfigDict(dict(lr=1e-3, start_lr=1e-4, warmup_steps=10 if smoke else 100,
-                                             cooldown_steps=10 if smoke else 300, weight_decay=0.04, clip_norm=0.0))
-    c.train = ml_collections.ConfigDict(dict(steps=20 if smoke else 1500, batch_size=8 if smoke else 16,
-                                             rollout_steps=2, eval_every=10 if smoke else 250,
+                                             cooldown_steps=10 if smoke else 600, weight_decay=0.04, clip_norm=0.0))
+    # The demo plans one step ahead from one observed frame (configs/plan/: horizon 1, context 1), so the predictor is
+    # trained on exactly that: clips of 2 frames, one prediction each (4x the clips per second of 4-frame clips
+    # with a 2-step rollout, and better planning in the same time). Held-out clips of eval_frames frames still
+    # measure its multi-step rollouts.
+    c.train = ml_collections.ConfigDict(dict(steps=20 if smoke else 3000, batch_size=8 if smoke else 32,
+                                             rollout_steps=1 if not smoke else 2, eval_frames=4,
+                                             eval_every=10 if smoke else 500,
                                              checkpoint_every=10 if smoke else 500, keep_checkpoints=2))
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
     c.rules = [list(r) for r in DEFAULT_RULES]

@@ -20,4 +20,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.data.frame_stride = 5  # 0.1 s per model step (Reacher-v5 steps at 50 Hz)
     c.data.actions = "recorded"  # 5 joint-torque pairs per model step, as the env executes them
     c.data.states = "none"
+    # The planner sees 2 frames (velocity): train on 4-frame clips (1-3 frames of context) with a 2-step rollout.
+    c.data.clip_frames = 4
+    c.train.rollout_steps = 2
+    c.train.batch_size = 8 if arg == "smoke" else 16
+    c.train.steps = 20 if arg == "smoke" else 1500
+    c.optim.cooldown_steps = 10 if arg == "smoke" else 300
     return c

@@ -14,8 +14,9 @@ from planning.cem import CEMConfig
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.task = "push"  # planning.envs short name or id
-    # env kwargs: the closed gripper starts 3-5 cm behind the cube; the goal is 6 steps of the push expert from there
-    c.env = ml_collections.ConfigDict(dict(start="contact", goal_steps=6))
+    # env kwargs: the closed gripper starts 3-5 cm behind the cube; the goal is 4 steps of the push expert from there
+    # (the cube moves about 10-17 cm), in an image that shows at least half of the cube (PushEnv.goal_min_visible)
+    c.env = ml_collections.ConfigDict(dict(start="contact", goal_steps=4))
     c.image_size = 64
     c.world_model = "runs/demo/ac/model"  # a `jepa train-ac` bundle
     c.episodes = 20
@@ -24,7 +25,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.steps = 10  # the step budget: success is judged after it
     c.context = 1  # observed frames the predictor sees per re-plan
     c.action = ml_collections.ConfigDict(dict(dims="auto", max_xyz=0.0))  # 0: the env's own step bound
-    c.cem = dataclasses.asdict(CEMConfig(samples=64, elites=8, iterations=3, horizon=1))
+    c.cem = dataclasses.asdict(CEMConfig(samples=128, elites=12, iterations=3, horizon=1))
     c.methods = ["latent_cem", "oracle_cem", "random", "zero"]
     c.report = ml_collections.ConfigDict(dict(gifs=3, landscape_grid=21, correlation_samples=64))
     return c

@@ -242,6 +242,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     enc_params = jax.device_put(enc_params, rep) if cfg.features == "online" else None
 
     index = train_eps.clip_index(cfg.data.clip_frames)
+    # Held-out clips may be longer than the training clips: a predictor trained on one-step clips is still judged
+    # on multi-step rollouts.
+    eval_frames = int(t.get("eval_frames", 0) or cfg.data.clip_frames)
     logger = RunLogger(workdir, total_steps=t.steps, initial_step=start, desc="train-ac")
     stop = StopSignal()
     with mesh:
@@ -259,7 +262,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
             m = {k: float(v) for k, v in m.items()}
             m["clips_per_s"] = t.batch_size / (time.perf_counter() - tic)
             if t.eval_every and (step % t.eval_every == 0 or step == t.steps):
-                ev = evaluate(state["params"], graphdef, val_eps, cfg.data.clip_frames)
+                ev = evaluate(state["params"], graphdef, val_eps, eval_frames)
                 m.update({"val_rollout_l1": ev["rollout_l1_mean"], "val_copy_l1": ev["copy_l1_mean"],
                           "val_ratio": ev["ratio_copy_over_rollout"]})
             logger.log(step, m)
@@ -271,7 +274,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     ckpt.close()
     stop.restore()
     logger.close(plot_keys=("loss", "loss_tf", "loss_rollout", "val_ratio"))
-    result = evaluate(state["params"], graphdef, val_eps, cfg.data.clip_frames)
+    result = evaluate(state["params"], graphdef, val_eps, eval_frames)
     result["train_seconds"] = time.time() - t0
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "eval.json"), "w") as f:

@@ -50,6 +50,8 @@ class Goal:
     sim_state: full simulator state at the goal (`get_state()` vector).
     actions:   [K, action_dim] actions the generating policy executed from the start state.
     policy:    'scripted' or 'random'.
+    visible:   the share of the manipulated object's pixels the goal image shows (the rest hidden by the agent),
+               None where the task does not measure it.
     """
 
     image: np.ndarray
@@ -59,6 +61,7 @@ class Goal:
     sim_state: np.ndarray
     actions: np.ndarray
     policy: str
+    visible: float | None = None
 
     @property
     def steps(self) -> int:
@@ -80,6 +83,10 @@ class GoalTaskMixin:
     goal: Goal | None = None
     success_threshold: float = 0.05
     default_goal_steps: int = 10
+
+    def object_visibility(self) -> float | None:
+        """The share of the manipulated object's pixels the camera sees now (None: not measured by this task)."""
+        return None
 
     # -- simulator state ----------------------------------------------------------------------------------------
     def get_state(self) -> np.ndarray:
@@ -130,6 +137,7 @@ class GoalTaskMixin:
             sim_state=self.get_state(),
             actions=np.asarray(actions, dtype=np.float32).reshape(steps, self.action_dim),
             policy=policy,
+            visible=self.object_visibility(),
         )
         self.set_state(start)
         if set_goal:

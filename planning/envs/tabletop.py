@@ -69,6 +69,8 @@ class TableTopEnv(GoalTaskMixin, gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
     task = "tabletop"
     starts: tuple[str, ...] = ("random",)  # start-state distributions `reset` offers (see reset)
+    goal_min_visible: float = 0.0  # a sampled goal image must show at least this share of the cube (see reset)
+    max_start_draws: int = 100
     language_instruction = ""
 
     def __init__(
@@ -222,13 +224,30 @@ class TableTopEnv(GoalTaskMixin, gym.Env):
         Contact start (`start='contact'`, push only): a push target is drawn (`contact_target`), and the closed
         gripper stands at push height right behind the cube on the line from the target, where the push expert
         starts pushing. Then, if `auto_goal` (or options['auto_goal']), a goal is sampled with `goal_policy` for
-        `goal_steps` steps (`options['start']` overrides the env's start too)."""
+        `goal_steps` steps (`options['start']` overrides the env's start too). Tasks with `goal_min_visible` > 0
+        draw start and goal again while the goal image hides more of the cube than that allows (behind the hand, a
+        goal image does not say where the cube should be)."""
         super().reset(seed=seed)
         options = options or {}
         start = options.get("start", self.start)
         if start not in self.starts:
             raise ValueError(f"start must be one of {self.starts} for {type(self).__name__}, got {start!r}")
         rng = self.np_random
+        self.goal = None
+        for _ in range(self.max_start_draws):
+            self._place_start(rng, start)
+            if not options.get("auto_goal", self.auto_goal):
+                break
+            goal = self.sample_goal(rng, steps=options.get("goal_steps", self.goal_steps),
+                                    policy=options.get("goal_policy", self.goal_policy))
+            if goal.visible is None or goal.visible >= self.goal_min_visible:
+                break
+        else:
+            raise RuntimeError(f"{type(self).__name__}: no goal image showing >= {self.goal_min_visible:.0%} of the "
+                               f"cube in {self.max_start_draws} draws")
+        return self._obs(), self._info()
+
+    def _place_start(self, rng: np.random.Generator, start: str) -> None:
         m, d = self.model, self.data
         mujoco.mj_resetData(m, d)
         tcp = rng.uniform([-0.12, -0.12, 0.07], [0.12, 0.12, 0.14])
@@ -241,7 +260,7 @@ class TableTopEnv(GoalTaskMixin, gym.Env):
         opening = scene.FINGER_TRAVEL
         self._start_target = None
         if start == "contact":
-            tcp, yaw, opening, self._start_target = self.contact_start(rng, cube_xy)
+            tcp, yaw, opening, self._start_target, cube_yaw = self.contact_start(rng, cube_xy)
         hand_quat = np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)])
         d.qpos[self._hand_qpos : self._hand_qpos + 3] = tcp
         d.qpos[self._hand_qpos + 3 : self._hand_qpos + 7] = hand_quat
@@ -253,15 +272,11 @@ class TableTopEnv(GoalTaskMixin, gym.Env):
         d.mocap_quat[self._mocap] = hand_quat
         mujoco.mj_forward(m, d)
         self.advance(np.zeros(7, np.float32))  # settle contacts
-        self.goal = None
-        if options.get("auto_goal", self.auto_goal):
-            self.sample_goal(rng, steps=options.get("goal_steps", self.goal_steps),
-                             policy=options.get("goal_policy", self.goal_policy))
-        return self._obs(), self._info()
 
     def contact_start(self, rng: np.random.Generator,
-                      cube_xy: np.ndarray) -> tuple[np.ndarray, float, float, np.ndarray]:
-        """(TCP position, yaw, finger opening, push target) of a contact start; only tasks that offer one."""
+                      cube_xy: np.ndarray) -> tuple[np.ndarray, float, float, np.ndarray, float]:
+        """(TCP position, yaw, finger opening, push target, cube yaw) of a contact start; only tasks that offer
+        one."""
         raise ValueError(f"{type(self).__name__} has no contact start")
 
     def step(self, action: np.ndarray):
@@ -289,6 +304,27 @@ class TableTopEnv(GoalTaskMixin, gym.Env):
         if self.blob_shadows:
             self._add_blob_shadows(r.scene)
         return r.render().copy()
+
+    def object_visibility(self) -> float | None:
+        """The share of the cube's pixels the camera sees now: its segmentation with the hand vs without it (None
+        where the task sets no `goal_min_visible`)."""
+        if not self.goal_min_visible:
+            return None
+        if self._renderer is None:
+            self._renderer = new_renderer(self.model, self.height, self.width)
+        r, cube = self._renderer, self.model.geom("cube").id
+        no_hand = mujoco.MjvOption()
+        no_hand.geomgroup[scene.HAND_GROUP] = 0
+        r.enable_segmentation_rendering()
+        try:
+            counts = []
+            for opt in (None, no_hand):
+                r.update_scene(self.data, camera="front", scene_option=opt)
+                seg = r.render()
+                counts.append(int(np.sum((seg[..., 0] == cube) & (seg[..., 1] == mujoco.mjtObj.mjOBJ_GEOM))))
+        finally:
+            r.disable_segmentation_rendering()
+        return counts[0] / max(counts[1], 1)
 
     def _add_blob_shadows(self, scn: mujoco.MjvScene) -> None:
         """Flat translucent footprints on the table under the gripper and the cube: a cheap height cue."""

@@ -49,7 +49,9 @@ class PushEnv(TableTopEnv):
     success_threshold = 0.05
     default_goal_steps = 20
     contact_goal_steps = 4
+    contact_cube_turn = 0.2  # rad: the cube's face toward the gripper is turned by up to this much
     contact_gap = (0.03, 0.05)  # the gripper stands this much further back than where a push starts (m)
+    goal_min_visible = 0.5  # goal images show at least half of the cube (not hidden behind the hand)
     starts = ("random", "contact")
 
     def __init__(self, *args, **kwargs):
@@ -58,7 +60,7 @@ class PushEnv(TableTopEnv):
             self.goal_steps = self.contact_goal_steps
 
     def contact_start(self, rng: np.random.Generator,
-                      cube_xy: np.ndarray) -> tuple[np.ndarray, float, float, np.ndarray]:
+                      cube_xy: np.ndarray) -> tuple[np.ndarray, float, float, np.ndarray, float]:
         """The closed gripper at push height behind the cube, on the line from a push target 14-20 cm away, turned
         so that its closed fingers (4 cm across the hand's x axis) face the cube broadside; `contact_gap` further
         back than where the expert's push begins."""
@@ -66,8 +68,10 @@ class PushEnv(TableTopEnv):
         u = (target - cube_xy) / np.linalg.norm(target - cube_xy)
         gap = rng.uniform(*self.contact_gap)
         tcp = np.append(cube_xy - u * (policies.PUSH_OFFSET + gap), policies.PUSH_Z)
-        yaw = float((np.arctan2(u[1], u[0]) + np.pi) % np.pi - np.pi / 2)  # hand x perpendicular to u, |yaw| <= pi/2
-        return tcp, yaw, 0.0, target
+        heading = float(np.arctan2(u[1], u[0]))
+        yaw = float((heading + np.pi) % np.pi - np.pi / 2)  # hand x perpendicular to u, |yaw| <= pi/2
+        cube_yaw = heading + rng.uniform(-self.contact_cube_turn, self.contact_cube_turn)  # a face toward the gripper
+        return tcp, yaw, 0.0, target, cube_yaw
 
     def achieved(self) -> np.ndarray:
         return self.cube_pos[:2]
