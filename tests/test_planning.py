@@ -197,8 +197,9 @@ def test_push_goal_images_show_the_cube():
 @pytest.mark.slow
 def test_fast_demo_runs_every_stage_and_writes_the_report(tmp_path):
     env = {**os.environ, "MUJOCO_GL": "egl"}
-    proc = subprocess.run([sys.executable, "-m", "jepa.demo", "--fast", "--quiet", "--workdir", str(tmp_path)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    stages = "data,robot,pretrain,probe,ac,plan,reacher,report"  # the default stages and the optional Reacher one
+    proc = subprocess.run([sys.executable, "-m", "jepa.demo", "--fast", "--quiet", "--workdir", str(tmp_path),
+                           "--stages", stages], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = (tmp_path / "report.md").read_text()
     for heading in ("## Time per stage", "## Pretraining", "## Probe", "## World model", "## Planning"):
@@ -207,6 +208,7 @@ def test_fast_demo_runs_every_stage_and_writes_the_report(tmp_path):
         res = json.loads((tmp_path / "plan" / task / "results.json").read_text())
         assert set(res["methods"]) == {"latent_cem", "oracle_cem", "random", "zero"}
         assert f"| {task} | latent_cem |" in report
+    assert "| reacher | latent_cem |" in report and "reacher (optional, not in the total)" in report
     for rel in ("plan/success.png", "plan/reach/landscape.png", "plan/push/episode_0.gif", "ac/model/config.json",
                 "pretrain/model/config.json", "probe/probe.png"):
         assert (tmp_path / rel).exists(), rel

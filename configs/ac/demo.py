@@ -42,7 +42,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # measure its multi-step rollouts.
     c.train = ml_collections.ConfigDict(dict(steps=20 if smoke else 3000, batch_size=8 if smoke else 32,
                                              rollout_steps=1 if not smoke else 2, eval_frames=4,
-                                             eval_every=10 if smoke else 500,
+                                             eval_every=10 if smoke else 1000,
                                              checkpoint_every=10 if smoke else 500, keep_checkpoints=2))
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
     c.rules = [list(r) for r in DEFAULT_RULES]

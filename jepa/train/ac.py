@@ -207,8 +207,11 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
           f"{time.time() - t0:.0f}s")
     enc_graphdef, enc_params = nnx.split(encoder)
 
+    # Action and state widths come from the data (7-d DROID poses; 10-d for Reacher's 5 recorded torque pairs).
     pcfg = ACPredictorConfig.from_dict({**dict(cfg.model), "embed_dim": encoder.cfg.width,
-                                        "grid_size": cfg.data.size // encoder.cfg.patch_size})
+                                        "grid_size": cfg.data.size // encoder.cfg.patch_size,
+                                        "action_dim": int(train_eps.actions[0].shape[-1]),
+                                        "state_dim": int(train_eps.states[0].shape[-1])})
     abstract = nnx.eval_shape(lambda: ACPredictor(pcfg, rngs=nnx.Rngs(0)))
     graphdef, _ = nnx.split(abstract, nnx.Param)
     names = sharding.logical_names(abstract)
