@@ -83,7 +83,7 @@ def success_bars(results: dict[str, dict[str, dict]], path: str | os.PathLike, t
     methods = list(dict.fromkeys(m for t in tasks for m in results[t]))
     width = 0.8 / max(1, len(methods))
     colours = {"latent_cem": "#3b75af", "oracle_cem": "#55a868", "random": "#999999", "zero": "#cccccc"}
-    fig, ax = plt.subplots(figsize=(1.6 + 1.9 * len(tasks), 3.4))
+    fig, ax = plt.subplots(figsize=(1.6 + 1.9 * len(tasks), 3.8))
     for j, m in enumerate(methods):
         xs, ys, lo, hi = [], [], [], []
         for i, t in enumerate(tasks):
@@ -99,7 +99,7 @@ def success_bars(results: dict[str, dict[str, dict]], path: str | os.PathLike, t
     ax.set_xticklabels(tasks)
     ax.set_ylabel("success (%), 95% Wilson CI")
     ax.set_ylim(0, 105)
-    ax.legend(fontsize=8, loc="upper right", ncol=2)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=len(methods))
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
