@@ -2,15 +2,22 @@
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+BASE := $(VENV)/.installed-base
 STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
 .PHONY: install test demo bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+# The package and its pinned dependencies (all `make demo` needs) ...
+$(BASE): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip==26.3
+	$(BIN)/pip install -q -c constraints.txt -e .
+	touch $(BASE)
+
+# ... and the test extra (pytest; CPU torch and transformers for the parity tests).
+$(STAMP): $(BASE)
 	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
@@ -19,7 +26,7 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup tests
 
-demo: $(STAMP)
+demo: $(BASE)
 	$(BIN)/python -m jepa.demo --workdir runs/demo
 
 bench: $(STAMP)

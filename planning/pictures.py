@@ -15,6 +15,16 @@ def _plt():
     return plt
 
 
+def _save(fig, path: str | os.PathLike) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = os.fspath(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def episode_gif(frames: np.ndarray, goal: np.ndarray, path: str | os.PathLike, *, distances: np.ndarray | None = None,
                 energies: np.ndarray | None = None, threshold: float | None = None, title: str = "",
                 scale: int = 3, ms_per_frame: int = 400) -> str:
@@ -69,11 +79,7 @@ def landscape_png(grid: np.ndarray, energy: np.ndarray, distance: np.ndarray, pa
     axes[0].legend(loc="upper right", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = os.fspath(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def success_bars(results: dict[str, dict[str, dict]], path: str | os.PathLike, title: str = "") -> str:
@@ -102,11 +108,7 @@ def success_bars(results: dict[str, dict[str, dict]], path: str | os.PathLike, t
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=len(methods))
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path = os.fspath(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plan_curves_png(distances: np.ndarray, energies: np.ndarray, threshold: float, path: str | os.PathLike,
@@ -126,8 +128,4 @@ def plan_curves_png(distances: np.ndarray, energies: np.ndarray, threshold: floa
     ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path = os.fspath(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

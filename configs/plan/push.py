@@ -1,31 +1,19 @@
 """Goal-image planning on the table-top push task from a contact start: latent CEM with the demo's world model
-vs baselines.
+vs baselines (the settings of configs/plan/reach.py otherwise).
 
   jepa eval-planner --config configs/plan/push.py --workdir runs/plan/push
   jepa plan --config configs/plan/push.py --workdir runs/plan/push_one --episode 0
 """
-import dataclasses
-
 import ml_collections
 
-from planning.cem import CEMConfig
+from configs.plan import reach
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.task = "push"  # planning.envs short name or id
+    c = reach.get_config(arg)
+    c.task = "push"
     # env kwargs: the closed gripper starts 3-5 cm behind the cube; the goal is 4 steps of the push expert from there
     # (the cube moves about 10-17 cm), in an image that shows at least half of the cube (PushEnv.goal_min_visible)
     c.env = ml_collections.ConfigDict(dict(start="contact", goal_steps=4))
-    c.image_size = 64
-    c.world_model = "runs/demo/ac/model"  # a `jepa train-ac` bundle
-    c.episodes = 20
-    c.seed = 1000  # episode i resets with seed + i (seeds with a goal closer than min_distance are passed over)
-    c.min_distance = 0.08  # m
     c.steps = 10  # the step budget: success is judged after it
-    c.context = 1  # observed frames the predictor sees per re-plan
-    c.action = ml_collections.ConfigDict(dict(dims="auto", max_xyz=0.0))  # 0: the env's own step bound
-    c.cem = dataclasses.asdict(CEMConfig(samples=128, elites=12, iterations=3, horizon=1))
-    c.methods = ["latent_cem", "oracle_cem", "random", "zero"]
-    c.report = ml_collections.ConfigDict(dict(gifs=3, landscape_grid=21, correlation_samples=64))
     return c
