@@ -254,14 +254,14 @@ def stage_reacher(workdir: str, pretrain_dir: str, *, episodes: int, steps: int,
     return evaluate(cfg, out, progress=progress)
 
 
-# What each stage runs. 'full' is `make demo` (about 15 minutes on 2 CPU cores); 'fast' is the same chain at toy
+# What each stage runs. 'full' is `make demo` (about 14 minutes on 2 CPU cores); 'fast' is the same chain at toy
 # sizes for the tests. Overrides go to configs/pretrain/demo.py, configs/ac/demo.py and configs/plan/<task>.py.
 PROFILES = {
-    "full": dict(train_clips=2048, val_clips=512, probe_epochs=8, robot_steps=30,
+    "full": dict(train_clips=2048, val_clips=512, probe_train_clips=1024, probe_epochs=8, robot_steps=30,
                  robot_episodes={"reach": 150, "push": 100, "push_contact": 150},
                  reacher_episodes=300, reacher_steps=100,
                  pretrain_spec="", pretrain=[], ac_spec="", ac=[], plan=[]),
-    "fast": dict(train_clips=64, val_clips=32, probe_epochs=2, robot_steps=6,
+    "fast": dict(train_clips=64, val_clips=32, probe_train_clips=64, probe_epochs=2, robot_steps=6,
                  robot_episodes={"reach": 4, "push": 3, "push_contact": 3}, reacher_episodes=4, reacher_steps=20,
                  pretrain_spec="smoke", pretrain=["--config.train.steps=3", "--config.data.crop_size=64"],
                  ac_spec="smoke", ac=["--config.train.steps=4", "--config.train.eval_every=4"],
@@ -323,8 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         pre = timed("pretrain", stage_pretrain, wd, data_dir, pre_overrides, robot_video, args.robot_video_weight,
                     spec=prof["pretrain_spec"])
     if "probe" in stages:
-        timed("probe", stage_probe, wd, data_dir, pre, num_train=prof["train_clips"], num_val=prof["val_clips"],
-              epochs=prof["probe_epochs"], probe_depth=args.probe_depth)
+        timed("probe", stage_probe, wd, data_dir, pre, num_train=prof["probe_train_clips"],
+              num_val=prof["val_clips"], epochs=prof["probe_epochs"], probe_depth=args.probe_depth)
     if "ac" in stages:
         timed("ac", stage_ac, wd, pre, robot, ac_overrides, spec=prof["ac_spec"])
     if "plan" in stages:
