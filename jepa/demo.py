@@ -244,7 +244,8 @@ def stage_reacher(workdir: str, pretrain_dir: str, *, episodes: int, steps: int,
         with cfg.unlocked():
             cfg.encoder_bundle = os.path.join(pretrain_dir, "model")
             cfg.data.paths = [data]
-        train(cfg, os.path.join(root, "ac"))
+        if "stopped_at_step" in train(cfg, os.path.join(root, "ac")):
+            return {}
     out = os.path.join(root, "plan")
     if os.path.exists(os.path.join(out, "results.json")):
         return _load_json(os.path.join(out, "results.json"))
@@ -326,7 +327,9 @@ def main(argv: list[str] | None = None) -> int:
         timed("probe", stage_probe, wd, data_dir, pre, num_train=prof["probe_train_clips"],
               num_val=prof["val_clips"], epochs=prof["probe_epochs"], probe_depth=args.probe_depth)
     if "ac" in stages:
-        timed("ac", stage_ac, wd, pre, robot, ac_overrides, spec=prof["ac_spec"])
+        if "stopped_at_step" in timed("ac", stage_ac, wd, pre, robot, ac_overrides, spec=prof["ac_spec"]):
+            print("[demo] stopped during the AC stage (SIGTERM); run the same command again to resume")
+            return 0
     if "plan" in stages:
         timed("plan", stage_plan, wd, plan_overrides, progress=not args.quiet)
     if "reacher" in stages:

@@ -217,3 +217,49 @@ def test_cache_features_packs_episodes():
     want = ac._encode_batch(*nnx.split(enc), jnp.asarray(np.concatenate(frames)))  # all 25 frames in one batch
     np.testing.assert_allclose(np.concatenate(eps.features), want, atol=1e-5)
     assert [len(f) for f in eps.features] == [5, 1, 9, 3, 7]
+
+
+def test_overflowing_parameters_stop_at_their_own_step(runs, tmp_path):
+    """A step whose loss and gradient are finite but whose update overflows the parameters is refused at that
+    step (its state is not taken), not one step later when the loss turns non-finite."""
+    cfg = _config(runs["encoder"], runs["data"], steps=3)
+    cfg.optim.lr = cfg.optim.start_lr = float("inf")
+    with pytest.raises(RuntimeError, match="non-finite .* at step 1;"):
+        ac.train(cfg, str(tmp_path / "overflow"))
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_exports_nothing(runs, tmp_path):
+    """SIGTERM: the step is checkpointed and the run exits 0 without evaluating or exporting a bundle (like
+    pretraining); run again, it resumes from that checkpoint and finishes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    wd = tmp_path / "term"
+    args = [f"--config.encoder_bundle={runs['encoder']}", f"--config.data.paths=['{runs['data']}']",
+            f"--config.data.size={SIZE}", "--config.data.clip_frames=4", "--config.data.val_fraction=0.125",
+            "--config.train.checkpoint_every=0", "--config.train.eval_every=0"]
+    cmd = [sys.executable, "-m", "jepa.cli", "train-ac", "--config", CONFIG, "--workdir", str(wd)] + args
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.Popen(cmd + ["--config.train.steps=100000"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    metrics = wd / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 2):
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    steps = sorted(int(d) for d in os.listdir(wd / "checkpoints") if d.isdigit())
+    assert len(steps) == 1 and steps[0] >= 2, steps
+    assert f"stopped by SIGTERM at step {steps[0]} of 100000" in out
+    assert not (wd / "model").exists() and not (wd / "eval.json").exists()
+    end = steps[0] + 1
+    res = subprocess.run(cmd + [f"--config.train.steps={end}"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert [r["step"] for r in _metrics(wd)] == list(range(1, end + 1))  # resumed: each step logged once
+    assert (wd / "model" / "config.json").exists() and (wd / "eval.json").exists()

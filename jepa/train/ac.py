@@ -143,7 +143,8 @@ def make_step(exp):
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         gn = optax.global_norm(grads)
-        finite = jnp.isfinite(loss) & jnp.isfinite(gn)
+        # Like pretraining: the loss, the gradient and the updated parameters (a finite step can still overflow them).
+        finite = jnp.isfinite(loss) & jnp.isfinite(gn) & jnp.isfinite(optax.global_norm(params))
         new = {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "rng": state["rng"]}
         new = jax.tree.map(lambda x, y: jnp.where(finite, x, y), new, {**state, "step": state["step"] + 1})
         return new, {"loss": loss, "grad_norm": gn, "lr": exp["lr"](state["step"]), "finite": finite, **aux}
@@ -250,6 +251,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     eval_frames = int(t.get("eval_frames", 0) or cfg.data.clip_frames)
     logger = RunLogger(workdir, total_steps=t.steps, initial_step=start, desc="train-ac")
     stop = StopSignal()
+    stopped = None
     with mesh:
         for step in range(start + 1, t.steps + 1):
             rng = np.random.default_rng([cfg.seed, step])  # the batch is a function of the step: exact resume
@@ -260,7 +262,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
             state, m = step_fn(state, batch, enc_params)
             m = jax.device_get(m)
             if not bool(m.pop("finite")):
-                raise RuntimeError(f"non-finite loss or gradient at step {step}; last good checkpoint: "
+                raise RuntimeError(f"non-finite loss, gradient or parameters at step {step}; last good checkpoint: "
                                    f"{ckpt.latest_step()}")
             m = {k: float(v) for k, v in m.items()}
             m["clips_per_s"] = t.batch_size / (time.perf_counter() - tic)
@@ -272,11 +274,17 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
             if ckpt.should_save(step) or step == t.steps:
                 ckpt.save(step, state)
             if stop.any_process_requested():
+                logger.text("signal", f"SIGTERM: saving step {step} and exiting")
                 ckpt.save(step, state, force=True)
+                stopped = step
                 break
     ckpt.close()
     stop.restore()
     logger.close(plot_keys=("loss", "loss_tf", "loss_rollout", "val_ratio"))
+    if stopped is not None and stopped < t.steps:  # like pretraining: an interrupted run evaluates and exports nothing
+        print(f"[train-ac] stopped by SIGTERM at step {stopped} of {t.steps}: checkpoint saved, no evaluation or "
+              f"bundle; run the same command again to resume")
+        return {"stopped_at_step": stopped}
     result = evaluate(state["params"], graphdef, val_eps, eval_frames)
     result["train_seconds"] = time.time() - t0
     if jax.process_index() == 0:
