@@ -76,10 +76,9 @@ def action_space_for(env, dims: str = "auto", max_xyz: float | None = None, repe
 
     Table-top tasks (Cartesian control): dx, dy, dz within the env's step bound (or `max_xyz`: the reference clips
     to an L-inf ball of 5-7.5 cm) and the gripper change within [-1, 1]; orientation held at zero (V-JEPA 2-AC's
-    search space); `dims='xyz'` holds the gripper too, `dims='xy'` also the height. gymnasium adapters: every joint
-    torque within the env's bounds. `dims='all'` searches every dimension within the env's bounds. `repeat` > 1: one
-    planner action is `repeat` env actions concatenated (world models trained with a frame stride on recorded
-    actions)."""
+    search space). gymnasium adapters: every joint torque within the env's bounds. `dims='all'` searches every
+    dimension within the env's action bounds. `repeat` > 1: one planner action is `repeat` env actions
+    concatenated (world models trained with a frame stride on recorded actions)."""
     low, high = np.asarray(env.action_space.low, float), np.asarray(env.action_space.high, float)
     if max_xyz is not None:
         if low.shape != (7,):
@@ -88,15 +87,14 @@ def action_space_for(env, dims: str = "auto", max_xyz: float | None = None, repe
     low, high = np.tile(low, repeat), np.tile(high, repeat)
     if dims == "auto":
         dims = "xyz+gripper" if hasattr(env, "ee_state") else "all"
-    cartesian = {"xyz+gripper": (0, 1, 2, 6), "xyz": (0, 1, 2), "xy": (0, 1)}
-    if dims in cartesian:
+    if dims == "xyz+gripper":
         if low.shape != (7,) or repeat != 1:
-            raise ValueError(f"{dims!r} needs a 7-d Cartesian action, this env's has {low.shape}")
-        idx = cartesian[dims]
+            raise ValueError(f"'xyz+gripper' needs a 7-d Cartesian action, this env's has {low.shape}")
+        idx = (0, 1, 2, 6)
     elif dims == "all":
         idx = tuple(range(low.shape[0]))
     else:
-        raise ValueError(f"dims must be 'auto', 'xyz+gripper', 'xyz', 'xy' or 'all', got {dims!r}")
+        raise ValueError(f"dims must be 'auto', 'xyz+gripper' or 'all', got {dims!r}")
     return ActionSpace(int(low.shape[0]), idx, tuple(float(low[i]) for i in idx), tuple(float(high[i]) for i in idx))
 
 
@@ -111,8 +109,6 @@ class CEMConfig:
     energy: 'l1' (V-JEPA 2-AC) or 'l2' distance between predicted and goal features (mean over tokens and dims).
     all_frames: the energy is the mean over every imagined frame (else the last one only).
     keep_mean: candidate 0 of every iteration is the current mean, so a good plan is never lost to sampling noise.
-    execute: 'mean' (V-JEPA 2-AC: the first action of the final mean) or 'best' (of the lowest-energy candidate
-      scored; with a zero warm start and keep_mean that includes doing nothing, so a planner at its goal can stay).
     """
 
     samples: int = 64
@@ -125,7 +121,6 @@ class CEMConfig:
     energy: str = "l1"
     all_frames: bool = False
     keep_mean: bool = True
-    execute: str = "mean"
 
     def __post_init__(self):
         if not 0 < self.elites <= self.samples:
@@ -136,8 +131,6 @@ class CEMConfig:
             raise ValueError(f"energy must be 'l1' or 'l2', got {self.energy!r}")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        if self.execute not in ("mean", "best"):
-            raise ValueError(f"execute must be 'mean' or 'best', got {self.execute!r}")
 
     @property
     def model_steps(self) -> int:
@@ -147,15 +140,11 @@ class CEMConfig:
 
 # --- The CEM itself ----------------------------------------------------------------------------------------------
 class CEMResult(NamedTuple):
-    mean: Array  # [H, size] the final mean
+    mean: Array  # [H, size] the plan: execute mean[0]
     std: Array  # [H, size]
     best: Array  # [H, size] the lowest-energy candidate seen
     best_energy: Array  # []
     trace: Array  # [I] the best energy of each iteration
-
-    def plan(self, cfg: CEMConfig) -> Array:
-        """The sequence to execute from (its first action) and to warm-start the next re-plan from."""
-        return self.best if cfg.execute == "best" else self.mean
 
 
 def initial(space: ActionSpace, cfg: CEMConfig, warm: Array | None = None) -> tuple[Array, Array]:

@@ -201,9 +201,8 @@ class LatentCEM(Controller):
         self.states = np.concatenate([self.states[:, 1:], obs["states"][:, None]], axis=1)
         self.key, k = jax.random.split(self.key)
         res = self.planner.replan(self.frames, self._context_actions(), self.states, self.goal_z, self.warm, k)
-        plan = res.plan(self.planner.cfg)
-        self.warm = np.asarray(cem.shift(plan))
-        action = np.asarray(self.planner.space.full(plan[:, 0]))
+        self.warm = np.asarray(cem.shift(res.mean))
+        action = np.asarray(self.planner.space.full(res.mean[:, 0]))
         if self.actions.shape[1]:
             self.actions = np.concatenate([self.actions[:, 1:], action[:, None]], axis=1)
         return action, {"energy": np.asarray(res.best_energy)}
@@ -230,20 +229,16 @@ class OracleCEM(Controller):
         e = len(batch)
         mean, std = jax.vmap(lambda w: cem.initial(self.space, self.cfg, w))(jnp.asarray(self.warm))
         best_e = np.full(e, np.inf)
-        best = np.zeros((e, self.cfg.horizon, self.space.size), np.float32)
         for _ in range(self.cfg.iterations):
             self.key, k = jax.random.split(self.key)
             cands = self._sample(jax.random.split(k, e), mean, std)
             full = np.asarray(self._full(cands))
             energies = np.stack([batch.rollout_distances(i, full[i]) for i in range(e)])
-            i_min = energies.argmin(1)
-            better = energies[np.arange(e), i_min] < best_e
-            best[better] = np.asarray(cands)[np.arange(e), i_min][better]
             best_e = np.minimum(best_e, energies.min(1))
             mean, std = self._refit(mean, std, cands, jnp.asarray(energies, jnp.float32))
-        plan = best if self.cfg.execute == "best" else np.asarray(self.space.clip(mean))
-        self.warm = np.asarray(cem.shift(plan))
-        return np.asarray(self._full(plan[:, 0])), {"energy": best_e}
+        mean = self.space.clip(mean)
+        self.warm = np.asarray(cem.shift(mean))
+        return np.asarray(self._full(mean[:, 0])), {"energy": best_e}
 
 
 # --- The loop ------------------------------------------------------------------------------------------------------

@@ -232,10 +232,10 @@ def test_overflowing_parameters_stop_at_their_own_step(runs, tmp_path):
 def test_sigterm_saves_a_checkpoint_and_exports_nothing(runs, tmp_path):
     """SIGTERM: the step is checkpointed and the run exits 0 without evaluating or exporting a bundle (like
     pretraining); run again, it resumes from that checkpoint and finishes."""
-    import signal
     import subprocess
     import sys
-    import time
+
+    from tests.processes import sigterm_after_logged_steps
 
     wd = tmp_path / "term"
     args = [f"--config.encoder_bundle={runs['encoder']}", f"--config.data.paths=['{runs['data']}']",
@@ -243,16 +243,9 @@ def test_sigterm_saves_a_checkpoint_and_exports_nothing(runs, tmp_path):
             "--config.train.checkpoint_every=0", "--config.train.eval_every=0"]
     cmd = [sys.executable, "-m", "jepa.cli", "train-ac", "--config", CONFIG, "--workdir", str(wd)] + args
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.Popen(cmd + ["--config.train.steps=100000"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    metrics = wd / "metrics.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 2):
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err[-3000:]
+    rc, out, err = sigterm_after_logged_steps(cmd + ["--config.train.steps=100000"], cwd=ROOT, env=env,
+                                              metrics=wd / "metrics.jsonl")
+    assert rc == 0, err[-3000:]
     steps = sorted(int(d) for d in os.listdir(wd / "checkpoints") if d.isdigit())
     assert len(steps) == 1 and steps[0] >= 2, steps
     assert f"stopped by SIGTERM at step {steps[0]} of 100000" in out

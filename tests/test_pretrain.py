@@ -168,22 +168,15 @@ def test_gradient_accumulation_matches_full_batch_and_bf16_runs():
 
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, synthetic_dir):
-    import time
+    from tests.processes import sigterm_after_logged_steps
 
     workdir = tmp_path / "term"
     cmd = [sys.executable, "-m", "jepa.cli", "pretrain", "--config", CONFIG, "--workdir", str(workdir),
            f"--config.data.sources=[{{'glob': '{synthetic_dir}/synthetic-{{split}}-*.array_record'}}]",
            "--config.train.steps=100000", "--config.train.checkpoint_every=0"]
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    metrics = workdir / "metrics.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 2):
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err[-3000:]
+    rc, out, err = sigterm_after_logged_steps(cmd, cwd=ROOT, env=env, metrics=workdir / "metrics.jsonl")
+    assert rc == 0, err[-3000:]
     steps = sorted(int(s) for s in os.listdir(workdir / "checkpoints"))
     assert len(steps) == 1 and steps[0] >= 2, steps
     assert f"SIGTERM: saving step {steps[0]}" in out + err
