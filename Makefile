@@ -10,7 +10,7 @@ export PYOPENGL_PLATFORM ?= egl
 .PHONY: install test demo bench clean
 
 # The package and its pinned dependencies (all `make demo` needs) ...
-$(BASE): pyproject.toml constraints.txt
+$(BASE): pyproject.toml setup.py constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip==26.3
 	$(BIN)/pip install -q -c constraints.txt -e .

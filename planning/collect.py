@@ -2,9 +2,10 @@
 
     jepa collect --task push --episodes 200 --out /data/rlds [--steps 50 --size 64 --seed 0 --policy mixed]
 
-writes `<out>/robot_episodes/<task>/1.0.0/` (schema: data/robot_episodes/robot_episodes_dataset_builder.py), readable
-with `jepa.data.rlds.RLDSEpisodes(<that dir>)`. Tasks: reach, push, pickplace (table-top gripper, 4 Hz control),
-reacher, pusher (gymnasium Reacher-v5 / Pusher-v5 adapters). Policies: mixed (default: segments of scripted
+writes `<out>/robot_episodes/<task>/1.0.0/` with the tfds builder `robot_episodes` (schema:
+data/robot_episodes/robot_episodes_dataset_builder.py; episodes stepped by `planning.rollout.collect_episode`),
+readable with `jepa.data.rlds.RLDSEpisodes(<that dir>)`. Tasks: reach, push, pickplace (table-top gripper, 4 Hz
+control), reacher, pusher (gymnasium Reacher-v5 / Pusher-v5 adapters). Policies: mixed (default: segments of scripted
 pick-place / push / reach toward random targets with action noise and random walks: broad coverage including cube
 contact and grasps), scripted (the task's expert with noise), random.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,17 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
 def collect(task: str, episodes: int, out: str | Path, steps: int = 50, size: int = 64, seed: int = 0,
             policy: str = "mixed", overwrite: bool = False, progress: bool = True, start: str = "random") -> Path:
     """Collect and write the dataset; return its directory (`<out>/robot_episodes/<task>/1.0.0`)."""
-    from data.robot_episodes import Builder
+    from jepa.data.cli import load_builder_class
 
-    builder = Builder(config=task, data_dir=str(out), file_format="array_record", episodes=episodes, steps=steps,
-                      size=size, seed=seed, policy=policy, start=start, progress=progress)
+    builder_cls = load_builder_class("robot_episodes")  # the tfds builder data/robot_episodes (jepa_datasets)
+    builder = builder_cls(config=task, data_dir=str(out), file_format="array_record", episodes=episodes, steps=steps,
+                          size=size, seed=seed, policy=policy, start=start, progress=progress)
     target = Path(builder.data_dir)
     if target.exists():
         if not overwrite:
             raise FileExistsError(f"{target} already exists; pass --overwrite to replace it")
         shutil.rmtree(target)
-        builder = Builder(config=task, data_dir=str(out), file_format="array_record", episodes=episodes,
-                          steps=steps, size=size, seed=seed, policy=policy, start=start, progress=progress)
+        builder = builder_cls(config=task, data_dir=str(out), file_format="array_record", episodes=episodes,
+                              steps=steps, size=size, seed=seed, policy=policy, start=start, progress=progress)
     with tempfile.TemporaryDirectory() as downloads:  # nothing is downloaded; keep tfds' empty dirs out of `out`
         builder.download_and_prepare(download_dir=downloads)
     return target
@@ -62,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         path = collect(args.task, args.episodes, args.out, args.steps, args.size, args.seed, args.policy,
                        args.overwrite, progress=not args.quiet, start=args.start)
     except (FileExistsError, ValueError) as e:
-        print(f"jepa collect: {e}")
+        print(f"jepa collect: error: {e}", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - t0
     n = args.episodes * args.steps

@@ -22,16 +22,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from planning import cem
+from planning import cem, rollout
 from planning.envs.goal import Goal
 
 
 def observe_state(env) -> np.ndarray:
     """The agent's state as the world model saw it in training: RLDS cartesian_position (6) + gripper_position (1)
     (table-top: [TCP xyz, Euler xyz, gripper]; adapters: [end effector xyz, 0, 0, 0, 0])."""
-    from data.robot_episodes import observe
-
-    o = observe(env)
+    o = rollout.observe(env)
     return np.concatenate([o["cartesian_position"], o["gripper_position"]]).astype(np.float32)
 
 

@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 import planning.envs as envs  # noqa: E402
 from jepa.data.rlds import poses_to_actions  # noqa: E402
 from planning.envs.policies import PickPlacePolicy  # noqa: E402
-from planning.envs.tabletop import MAX_DXYZ  # noqa: E402
+from planning.envs.workspace import MAX_DXYZ  # noqa: E402
 
 TABLETOP_IDS = ["jepa/Reach-v0", "jepa/Push-v0", "jepa/PickPlace-v0"]
 ADAPTER_IDS = ["jepa/GoalReacher-v0", "jepa/GoalPusher-v0"]

@@ -1,7 +1,8 @@
 """RLDS dataset of simulated robot episodes (tensorflow-datasets, ArrayRecord, no TensorFlow needed).
 
 One builder config per task (reach, push, pickplace: the table-top gripper; reacher, pusher: the gymnasium adapters).
-Written by `jepa collect` (planning/collect.py); read by `jepa.data.rlds.RLDSEpisodes`. Layout on disk:
+Written by `jepa collect` (planning/collect.py; the steps come from `planning.rollout.collect_episode`); read by
+`jepa.data.rlds.RLDSEpisodes`. Layout on disk:
 `<data_dir>/robot_episodes/<task>/1.0.0/{dataset_info.json, features.json, metadata.json,
 robot_episodes-train.array_record-*}`.
 
@@ -30,6 +31,8 @@ import tensorflow_datasets as tfds
 from etils import epath
 from tqdm.auto import tqdm
 
+from planning.rollout import collect_episode, observe
+
 TASKS = ("reach", "push", "pickplace", "reacher", "pusher")
 POLICIES = ("mixed", "scripted", "random")
 
@@ -38,50 +41,6 @@ def _episode_seeds(seed: int, episodes: int) -> list[int]:
     """Independent per-episode seeds derived from the collection seed."""
     children = np.random.SeedSequence(seed).spawn(episodes)
     return [int(c.generate_state(1, dtype=np.uint32)[0]) for c in children]
-
-
-def observe(env) -> dict[str, np.ndarray]:
-    """One step's observation dict (without the image) for a table-top env or an adapter."""
-    if hasattr(env, "ee_state"):
-        ee = env.ee_state()
-        return {
-            "cartesian_position": ee[:6].astype(np.float32),
-            "gripper_position": ee[6:7].astype(np.float32),
-            "state": ee.astype(np.float32),
-            "object_position": env.cube_pos.astype(np.float32),
-        }
-    obj = env.object_position()
-    return {
-        "cartesian_position": np.concatenate([env.ee_position(), np.zeros(3)]).astype(np.float32),
-        "gripper_position": np.zeros(1, np.float32),
-        "state": np.asarray(env.proprio_state(), np.float32),
-        "object_position": np.zeros(3, np.float32) if obj is None else np.asarray(obj, np.float32),
-    }
-
-
-def collect_episode(env, policy, seed: int, steps: int) -> list[dict[str, Any]]:
-    """Reset `env` with `seed`, run `policy` for `steps` actions, return the RLDS steps (steps + 1 of them)."""
-    env.reset(seed=seed, options={"auto_goal": False})
-    out: list[dict[str, Any]] = []
-    zero = np.zeros(env.action_dim, np.float32)
-    for t in range(steps + 1):
-        obs = {"exterior_image_1_left": env.render_image(), **observe(env)}
-        last = t == steps
-        action = zero if last else np.clip(np.asarray(policy(env), np.float32),
-                                           env.action_space.low, env.action_space.high)
-        out.append({
-            "observation": obs,
-            "action": action,
-            "reward": np.float32(0.0),
-            "discount": np.float32(1.0),
-            "is_first": t == 0,
-            "is_last": last,
-            "is_terminal": False,
-            "language_instruction": env.language_instruction,
-        })
-        if not last:
-            env.advance(action)
-    return out
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):

@@ -2,7 +2,7 @@
 
 Builds and reads WITHOUT TensorFlow: array_record files and only `tfds.features.Tensor` features.
 
-    from data.synthetic.synthetic_dataset_builder import Builder
+    from jepa_datasets.synthetic.synthetic_dataset_builder import Builder
     builder = Builder(data_dir="~/tensorflow_datasets", config="default")   # or config="tiny"
     builder.download_and_prepare()
     train = builder.as_data_source(split="train")     # or tfds.data_source("synthetic", data_dir=...)

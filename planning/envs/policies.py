@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from planning.envs import scene
-from planning.envs.tabletop import ACTION_HIGH, MAX_DXYZ, WORKSPACE_HIGH, WORKSPACE_LOW
+from planning.envs.workspace import ACTION_HIGH, MAX_DXYZ, WORKSPACE_HIGH, WORKSPACE_LOW
 
 HOVER_Z = 0.085  # TCP height for moving above the cube (fingertips 6.5 cm up, clear of the 5 cm cube)
 PUSH_Z = scene.FINGER_BELOW_TCP + 0.002  # TCP height while pushing (fingertips just above the table)

@@ -7,9 +7,10 @@ like DROID sampled at 4 fps for V-JEPA 2-AC):
   [dgripper]        change of the gripper command in closedness units, clipped to |.| <= 1
 The commanded pose (the mocap body) integrates the actions: target = previous target + delta, kept inside the
 workspace box and within `MAX_LEAD` of the actual TCP (so pushing against something does not wind up); roll and
-pitch are limited to +-MAX_TILT and yaw to +-pi/2 (a parallel gripper is symmetric under a half turn). The
-commanded pose is ramped over the first 60% of the substeps. The gripper command g in [0, 1] drives both finger
-position actuators to an opening of FINGER_TRAVEL * (1 - g); a grasped cube stops the fingers early and is squeezed.
+pitch are limited to +-MAX_TILT and yaw to +-pi/2 (a parallel gripper is symmetric under a half turn); these limits
+are in planning.envs.workspace. The commanded pose is ramped over the first 60% of the substeps. The gripper
+command g in [0, 1] drives both finger position actuators to an opening of FINGER_TRAVEL * (1 - g); a grasped cube
+stops the fingers early and is squeezed.
 
 State (7, float32), DROID's layout: [TCP xyz (m), TCP orientation as extrinsic xyz Euler (rad), gripper_position],
 gripper_position = measured closedness in [0, 1] (0 = fully open, 1 = fully closed: DROID's convention).
@@ -36,19 +37,12 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jepa.data.rlds import euler_xyz_to_matrix, matrix_to_euler_xyz  # noqa: E402
-from planning.envs import scene  # noqa: E402
+from planning.envs import policies, scene  # noqa: E402
 from planning.envs.goal import STATE_SPEC, GoalTaskMixin  # noqa: E402
 from planning.envs.rendering import new_renderer  # noqa: E402
+from planning.envs.workspace import (ACTION_HIGH, MAX_LEAD, MAX_TILT, MAX_YAW, WORKSPACE_HIGH,  # noqa: E402
+                                     WORKSPACE_LOW)
 
-MAX_DXYZ = 0.075  # m per control step
-MAX_DROT = 0.25  # rad per control step and axis
-MAX_DGRIP = 1.0  # closedness units per control step
-MAX_TILT = 0.4  # |roll|, |pitch| of the commanded orientation (rad)
-MAX_YAW = np.pi / 2
-MAX_LEAD = 0.1  # commanded TCP stays within this L-inf distance of the actual TCP (m)
-WORKSPACE_LOW = np.array([-0.16, -0.16, scene.FINGER_BELOW_TCP])
-WORKSPACE_HIGH = np.array([0.16, 0.16, 0.16])
-ACTION_HIGH = np.array([MAX_DXYZ] * 3 + [MAX_DROT] * 3 + [MAX_DGRIP], dtype=np.float32)
 _RAMP_FRACTION = 0.6
 _RAMP_CHUNKS = 6
 
@@ -207,8 +201,6 @@ class TableTopEnv(GoalTaskMixin, gym.Env):
         """Policy for data collection: 'mixed' (segments of pick-place / push / reach / random walk with noise, see
         planning.envs.policies.MixedExplorationPolicy), 'scripted' (this task's expert with 5 mm action noise) or
         'random' (a smoothed random walk)."""
-        from planning.envs import policies
-
         if kind == "mixed":
             return policies.MixedExplorationPolicy(rng)
         if kind == "scripted":
