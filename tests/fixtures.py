@@ -184,16 +184,20 @@ def _ssv2_record(vid: str, template: str, placeholders: list[str], text: str) ->
 
 
 def make_ssv2(root: str | os.PathLike, *, old_names: bool = False, corrupt_ids: tuple[str, ...] = (),
-              missing_ids: tuple[str, ...] = (), num_frames: int = 18) -> Ssv2Fixture:
+              missing_ids: tuple[str, ...] = (), num_frames: int = 18,
+              label_ids: tuple[int, ...] | None = None) -> Ssv2Fixture:
     """SSv2 as distributed: `labels/` with labels.json / train.json / validation.json / test.json /
     test-answers.csv (or the older something-something-v2-*.json names) and `20bn-something-something-v2/`
-    with `<id>.webm` (VP9, 12 fps, 240 px high, width varying)."""
+    with `<id>.webm` (VP9, 12 fps, 240 px high, width varying).
+
+    `label_ids`: labels.json holds only these classes, with their original indices (a class-subset labels
+    file, its indices with gaps); `expected` then lists only the records of those classes."""
     root = Path(root)
     labels_dir = root / "labels"
     video_dir = root / "20bn-something-something-v2"
     labels_dir.mkdir(parents=True, exist_ok=True)
     video_dir.mkdir(parents=True, exist_ok=True)
-    index = {name: str(i) for i, name in enumerate(SSV2_CLASSES)}
+    index = {name: str(i) for i, name in enumerate(SSV2_CLASSES) if label_ids is None or i in label_ids}
     prefix = "something-something-v2-" if old_names else ""
     (labels_dir / f"{prefix}labels.json").write_text(json.dumps(index, indent=4))
     (labels_dir / f"{prefix}train.json").write_text(json.dumps([_ssv2_record(*r) for r in SSV2_TRAIN]))
@@ -215,6 +219,8 @@ def make_ssv2(root: str | os.PathLike, *, old_names: bool = False, corrupt_ids: 
         "validation": {r[0]: SSV2_CLASSES.index(strip(r[1])) for r in SSV2_VALIDATION},
         "test": {vid: SSV2_CLASSES.index(name) for vid, name in SSV2_TEST},
     }
+    if label_ids is not None:
+        expected = {split: {vid: c for vid, c in ids.items() if c in label_ids} for split, ids in expected.items()}
     return Ssv2Fixture(root=root, labels_dir=labels_dir, video_dir=video_dir, classes=list(SSV2_CLASSES),
                        expected=expected)
 
@@ -321,10 +327,13 @@ def _write_csv(path: Path, header: list[str], rows: list[list[str]], *, crlf: bo
 
 
 def make_ek100(root: str | os.PathLike, *, with_frames: bool = False, corrupt_video: str | None = None,
-               missing_video: str | None = None) -> Ek100Fixture:
+               missing_video: str | None = None, verb_ids: tuple[int, ...] | None = None,
+               noun_ids: tuple[int, ...] | None = None) -> Ek100Fixture:
     """EPIC-KITCHENS-100 as distributed (tiny): annotation CSVs + PXX/videos/PXX_YY.MP4 (h264 at
     59.94 / 50 fps), optionally the PXX/rgb_frames/PXX_YY/frame_0000000001.jpg variant (at the CSVs' frame
-    rate, 60 / 50 fps, 1-based)."""
+    rate, 60 / 50 fps, 1-based).
+
+    `verb_ids` / `noun_ids`: the class files hold only these ids (class-subset files, ids with gaps)."""
     root = Path(root)
     ann = root / "annotations"
     ann.mkdir(parents=True, exist_ok=True)
@@ -333,9 +342,11 @@ def make_ek100(root: str | os.PathLike, *, with_frames: bool = False, corrupt_vi
     test_rows = [[f"{vid}_{n}", vid.split("_")[0], vid, _narration_ts(nts), _ts(start), _ts(stop),
                   str(_csv_frame(vid, start)), str(_csv_frame(vid, stop))] for vid, n, nts, start, stop in EK100_TEST]
     _write_csv(ann / "EPIC_100_test_timestamps.csv", EK100_COLUMNS[:8], test_rows)
-    for fname, table in (("EPIC_100_verb_classes.csv", EK100_VERBS), ("EPIC_100_noun_classes.csv", EK100_NOUNS)):
+    for fname, table, keep in (("EPIC_100_verb_classes.csv", EK100_VERBS, verb_ids),
+                               ("EPIC_100_noun_classes.csv", EK100_NOUNS, noun_ids)):
         _write_csv(ann / fname, ["id", "key", "instances", "category"],
-                   [[str(i), key, str(inst), cat] for i, key, inst, cat in table], crlf=True, trailing_newline=False)
+                   [[str(i), key, str(inst), cat] for i, key, inst, cat in table if keep is None or i in keep],
+                   crlf=True, trailing_newline=False)
     info_rows = []
     for vid, (fps, seconds, w, h, fps_text) in EK100_VIDEOS.items():
         info_rows.append([vid, repr(round(int(round(float(fps) * seconds)) / float(fps), 6)), fps_text, f"{w}x{h}"])

@@ -177,6 +177,45 @@ def test_ssv2_missing_video_raise_or_skip(tmp_path):
     assert len(examples) == len(fx.SSV2_TRAIN) - 1 and [s["id"] for s in skipped] == ["3694"]
 
 
+SUBSET = (1, 3, 4)  # a class-subset labels.json: indices 0, 2 and 5 unused
+
+
+def test_ssv2_subset_labels_with_gaps_keep_their_ids(tmp_path):
+    root = fx.make_ssv2(tmp_path, num_frames=4, label_ids=SUBSET)
+    labels = ssv2.read_labels(root.labels_dir / "labels.json")
+    assert labels == {fx.SSV2_CLASSES[i]: i for i in SUBSET}  # the file's own indices, not 0..2
+    assert ssv2.num_classes(labels) == 5
+    assert ssv2.class_names(labels) == ["<unused 0>", fx.SSV2_CLASSES[1], "<unused 2>", fx.SSV2_CLASSES[3],
+                                        fx.SSV2_CLASSES[4]]
+    for split in ("train", "validation", "test"):
+        examples, skipped = ssv2.read_split(root.labels_dir, split, root.video_dir, on_error="skip")
+        assert {e["id"]: e["label"] for e in examples} == root.expected[split]
+        assert len(examples) + len(skipped) == len({"train": fx.SSV2_TRAIN, "validation": fx.SSV2_VALIDATION,
+                                                    "test": fx.SSV2_TEST}[split])
+        assert all("is not in labels.json" in s["reason"] for s in skipped)
+    assert root.expected["train"] == {"78687": 1, "42326": 4, "3694": 3} and root.expected["test"] == {"220847": 4}
+    # records of the classes left out are errors unless skipped, as any unknown template
+    with pytest.raises(ssv2.Ssv2FormatError, match=r"record 2 \(id '100904'\): field 'template': unknown template"):
+        ssv2.read_split(root.labels_dir, "train", root.video_dir)
+    with pytest.raises(ssv2.Ssv2FormatError, match=r"test-answers.csv:1: class 'Throwing something' is not in"):
+        ssv2.read_split(root.labels_dir, "test", root.video_dir)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"Throwing something": "3", "Moving part of something": "3"}',
+     "class 'Moving part of something': index 3 appears twice (also class 'Throwing something')"),
+    ('{"Throwing something": "3", "Moving part of something": "1", "Throwing something": "4"}',
+     "class 'Throwing something': class name appears twice (indices 3 and 4)"),
+    ('{"Throwing something": "-1"}', "class 'Throwing something': index '-1' is negative"),
+    ('{"Throwing something": 1.5}', "class 'Throwing something': index 1.5 is not an integer"),
+])
+def test_ssv2_repeated_or_bad_class_indices_are_refused(ssv2_root, tmp_path, text, message):
+    labels = _broken_labels(ssv2_root, tmp_path, labels_text=text)
+    with pytest.raises(ssv2.Ssv2FormatError) as err:
+        ssv2.read_split(labels, "train", ssv2_root.video_dir, on_error="skip")
+    assert str(err.value) == f"{labels / 'labels.json'}: {message}"
+
+
 # --------------------------------------------------------------------------------------------- EK100
 
 def test_ek100_fixture_is_in_the_distributed_format(ek):
@@ -242,6 +281,36 @@ def test_ek100_actions_and_unseen_validation_pairs(ek):
     vocab = ek100.read_vocabulary(ek.annotations)
     assert vocab.to_json()["action_classes"] == [list(p) for p in pairs]
     assert vocab.action_names[pairs.index((0, 2))] == "take plate"
+
+
+def test_ek100_class_files_with_gaps_keep_their_ids(tmp_path):
+    ek = fx.make_ek100(tmp_path, verb_ids=(0, 1, 3, 4), noun_ids=(1, 2, 4))  # verb 2, nouns 0 and 3 left out
+    verbs = ek100.read_classes(ek.annotations / "EPIC_100_verb_classes.csv")
+    assert [(v.id, v.key) for v in verbs] == [(0, "take"), (1, "put"), (3, "open"), (4, "close")]
+    assert ek100.class_keys(verbs) == ["take", "put", "<unused 2>", "open", "close"]
+    vocab = ek100.read_vocabulary(ek.annotations)
+    meta = vocab.to_json()
+    assert meta["noun_classes"] == ["<unused 0>", "spoon", "plate", "<unused 3>", "cupboard"]
+    assert (meta["num_verb_classes"], meta["num_noun_classes"]) == (5, 5)
+    names = dict(zip(map(tuple, meta["action_classes"]), meta["action_names"]))
+    assert names[(3, 0)] == "open 0" and names[(4, 3)] == "close 3" and names[(1, 2)] == "put plate"
+    assert names[(0, 1)] == "take spoon" and names[(2, 1)] == "2 spoon"  # keys looked up by id, not position
+    train, skipped = ek100.read_split(ek.annotations, "train", ek.root)
+    assert skipped == [] and [e["label"] for e in train] == [ek.train_actions.index(
+        (e["extra"]["verb_class"], e["extra"]["noun_class"])) for e in train]
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([("0", "take"), ("2", "put"), ("2", "wash")], "4: field 'id': 2 appears twice (also on line 3)"),
+    ([("0", "take"), ("3", "put"), ("5", "take")], "4: field 'key': 'take' appears twice (also on line 2)"),
+    ([("0", "take"), ("-2", "put")], "3: field 'id': '-2' is negative"),
+])
+def test_ek100_repeated_or_bad_class_ids_are_refused(tmp_path, rows, message):
+    path = tmp_path / "EPIC_100_verb_classes.csv"
+    path.write_bytes("\r\n".join(["id,key,instances,category"] + [f"{i},{k},['{k}'],c" for i, k in rows]).encode())
+    with pytest.raises(ek100.Ek100FormatError) as err:
+        ek100.read_classes(path)
+    assert str(err.value) == f"{path}:{message}"
 
 
 def test_ek100_test_split_and_frames_layout(ek):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from array_record.python.array_record_module import ArrayRecordReader
 from PIL import Image
 
-from jepa.data import cli, csvlist, ek100, records, shard, videoio
+from jepa.data import cli, csvlist, ek100, records, shard, synthetic, video, videoio
 from tests import fixtures as fx
 
 
@@ -133,6 +134,35 @@ def test_existing_dataset_is_not_overwritten_silently(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t-00000-of-00001.array_record", "t.json", "t.report.json"]
 
 
+def test_record_writer_contiguous_blocks_and_cleanup(tmp_path):
+    """write_record_shards, the one writer (shard.py, synthetic.py, robot_video.py): block placement and
+    no finished-looking or temporary file left by a failed write."""
+    recs = [_result(i).record for i in range(5)]
+    paths = [tmp_path / "b" / shard.shard_name("b", k, 3) for k in range(3)]
+    assert shard.write_record_shards(iter(recs), paths, num_records=5) == [1, 2, 2]  # [k n // K, (k+1) n // K)
+    assert [[records.decode(r)["label"] for r in ArrayRecordReader(str(p)).read_all()] for p in paths] == [
+        [0], [1, 2], [3, 4]]
+    four = [tmp_path / "c" / shard.shard_name("c", k, 4) for k in range(4)]
+    assert shard.write_record_shards(iter(recs[:2]), four, num_records=2) == [0, 1, 0, 1]
+    with pytest.raises(ValueError, match="2 records written, 3 announced"):
+        shard.write_record_shards(iter(recs[:2]), [tmp_path / "d" / "d.array_record"], num_records=3)
+    assert list((tmp_path / "d").iterdir()) == []
+
+    class FailingScene:  # renders three clips, then fails
+        name, class_names, calls = "failing", ("a", "b"), 0
+
+        def render(self, rng, label, *, size, frames):
+            FailingScene.calls += 1
+            if FailingScene.calls > 3:
+                raise RuntimeError("render failed")
+            return np.zeros((frames, size, size, 3), np.uint8)
+
+    with pytest.raises(RuntimeError, match="render failed"):
+        synthetic.write_synthetic(tmp_path / "syn", 6, 0, 2, size=8, frames=2, scenes=[FailingScene()], num_proc=1,
+                                  progress=False)
+    assert list((tmp_path / "syn").iterdir()) == []
+
+
 @pytest.mark.parametrize("layout, split", [("videos", "validation"), ("videos", "train"), ("frames", "validation")])
 def test_ek100_trimmed_clip_covers_the_right_window(ek, tmp_path, layout, split):
     context = 1.5  # train windows overlap: they are cut in one decoding pass
@@ -170,6 +200,35 @@ def test_ek100_trimmed_clip_covers_the_right_window(ek, tmp_path, layout, split)
     if split == "validation" and layout == "videos":  # 29.97 fps MP4 whose CSV frames are at 60 fps
         p09 = recs["P09_07_1"]["extra"]
         assert (p09["csv_start_frame"], p09["start_frame"]) == (132, 66)
+
+
+# Action starts (s) where the nearest frame to start - 1 s and the last frame before it differ for some rate
+# (3.60 at 29.97 fps: 2.6 s x 29.97 = 77.92, frame 78 vs 77), one before the video's first second (0.40).
+ANTICIPATION_STARTS = (0.40, 1.37, 2.05, 3.60, 4.33, 4.83, 5.99)
+
+
+@pytest.mark.parametrize("fps", [Fraction(25), Fraction(30000, 1001), Fraction(30), Fraction(50), fx.FPS_NTSC_60],
+                         ids=["25", "29.97", "30", "50", "59.94"])
+def test_anticipation_sampler_ends_at_the_shards_observed_stop_frame(tmp_path, fps):
+    path = fx.write_mp4(tmp_path / "P01_01.MP4", fps=fps, seconds=6.5, width=64, height=36)
+    rate = float(fps)
+    examples = [{"path": str(path), "label": 0, "id": f"a{k}",
+                 "extra": {"layout": "videos", "video_fps": rate, "start_sec": t, "stop_sec": t + 0.3,
+                           "observed_stop_sec": t - 1.0}} for k, t in enumerate(ANTICIPATION_STARTS)]
+    results = shard.ek100_task(examples, shard.ShardOptions(context_sec=1.5))  # clips start 1.5 s before
+    for ex, result in zip(examples, results):
+        rec, x = result.record, result.record["extra"]
+        assert x["observed_stop_frame"] == max(0, round((ex["extra"]["start_sec"] - 1.0) * rate))
+        idx = video.sample_frame_indices(rec, num_frames=8, target_fps=8, mode="anticipation", tau_a=1.0)[0]
+        assert idx[-1] + x["clip_start_frame"] == x["observed_stop_frame"], ex["extra"]["start_sec"]
+        # the decoded last frame IS source frame observed_stop_frame (its code survives re-encoding)
+        assert fx.frame_index(video.decode_record(rec, idx[-1:])[0]) == x["observed_stop_frame"]
+        # the action window is start_frame .. stop_frame of the metadata too
+        lo, hi = video.action_window(x["start_sec"], x["stop_sec"], rec["fps"], rec["num_frames"],
+                                     x["clip_offset_sec"])
+        assert (lo + x["clip_start_frame"], hi - 1 + x["clip_start_frame"]) == (x["start_frame"], x["stop_frame"])
+    if fps == Fraction(30000, 1001):
+        assert results[ANTICIPATION_STARTS.index(3.60)].record["extra"]["observed_stop_frame"] == 78
 
 
 @pytest.mark.parametrize("frames_as_jpeg", [False, True])
@@ -222,6 +281,46 @@ def test_cli_ssv2_and_ek100(tmp_path, capsys):
     meta = json.loads((tmp_path / "out" / "ek_train.json").read_text())
     assert meta["num_records"] == len(fx.EK100_TRAIN) and meta["action_classes"] == [list(p) for p in ek.train_actions]
     assert meta["verb_classes"][:2] == ["take", "put"] and meta["context_sec"] == 2.0
+
+
+def test_cli_shards_class_subsets_with_gaps(tmp_path, capsys):
+    root = fx.make_ssv2(tmp_path / "ssv2", num_frames=4, label_ids=(1, 3, 4))  # indices 0, 2, 5 unused
+    rc = cli.main(["shard", "--format", "ssv2", "--root", str(root.root), "--split", "train", "--on_error", "skip",
+                   "--out", str(tmp_path / "out"), "--name", "sub", "--num_shards", "2", "--no_progress"])
+    assert rc == 0
+    meta = json.loads((tmp_path / "out" / "sub.json").read_text())
+    assert meta["num_classes"] == 5 and meta["num_records"] == 3 and meta["num_reader_skipped"] == 2
+    assert meta["class_names"] == ["<unused 0>", fx.SSV2_CLASSES[1], "<unused 2>", fx.SSV2_CLASSES[3],
+                                   fx.SSV2_CLASSES[4]]
+    recs = _read_all(tmp_path / "out" / "sub.json")
+    assert {r["id"]: r["label"] for r in recs} == root.expected["train"] == {"78687": 1, "42326": 4, "3694": 3}
+    assert all(meta["class_names"][r["label"]] == fx.SSV2_CLASSES[r["label"]] for r in recs)
+
+    ek = fx.make_ek100(tmp_path / "ek", verb_ids=(0, 1, 3, 4), noun_ids=(1, 2, 4))
+    rc = cli.main(["shard", "--format", "ek100", "--root", str(ek.root), "--split", "train", "--short_side", "32",
+                   "--context_sec", "2", "--out", str(tmp_path / "out"), "--name", "ek_sub", "--num_shards", "1",
+                   "--no_progress"])
+    assert rc == 0
+    meta = json.loads((tmp_path / "out" / "ek_sub.json").read_text())
+    assert meta["verb_classes"] == ["take", "put", "<unused 2>", "open", "close"]
+    assert meta["noun_classes"] == ["<unused 0>", "spoon", "plate", "<unused 3>", "cupboard"]
+    assert meta["num_classes"] == len(ek.train_actions) == len(meta["class_names"])
+    recs = _read_all(tmp_path / "out" / "ek_sub.json")
+    assert len(recs) == len(fx.EK100_TRAIN)
+    for r in recs:
+        pair = (r["extra"]["verb_class"], r["extra"]["noun_class"])
+        assert r["label"] == ek.train_actions.index(pair) and meta["action_classes"][r["label"]] == list(pair)
+    capsys.readouterr()
+
+    # a repeated index is still refused: one clear message naming the file, the class and the field
+    labels = root.labels_dir / "labels.json"
+    labels.write_text(json.dumps({fx.SSV2_CLASSES[1]: "1", fx.SSV2_CLASSES[3]: "1"}))
+    rc = cli.main(["shard", "--format", "ssv2", "--root", str(root.root), "--split", "train", "--on_error", "skip",
+                   "--out", str(tmp_path / "out"), "--name", "dup", "--num_shards", "1", "--no_progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.strip() == (f"jepa data shard: {labels}: class {fx.SSV2_CLASSES[3]!r}: index 1 appears "
+                                       f"twice (also class {fx.SSV2_CLASSES[1]!r})")
+    assert not (tmp_path / "out" / "dup.json").exists()
 
 
 def test_cli_reports_malformed_input_once(tmp_path, capsys):

@@ -9,8 +9,8 @@
   jepa data build ssv2|ek100|synthetic|robot_episodes --data_dir DIR [--manual_dir DIR] [--workers W] [--config C]
 
 `shard` writes ArrayRecord shards of `jepa.data.records` dicts (see `jepa.data.shard`); `build` runs the
-tensorflow-datasets builder `Builder` of `data/<name>/<name>_dataset_builder.py` (module
-`data.<name>.<name>_dataset_builder`), without TensorFlow.
+tensorflow-datasets builder `Builder` of `data/<name>/<name>_dataset_builder.py` (installed as module
+`jepa_datasets.<name>.<name>_dataset_builder`), without TensorFlow.
 """
 from __future__ import annotations
 
@@ -90,8 +90,10 @@ def run_shard(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         labels_dir = Path(args.labels_dir) if args.labels_dir else labels_dir
         video_dir = Path(args.video_dir) if args.video_dir else video_dir
         examples, reader_skipped = ssv2.read_split(labels_dir, args.split, video_dir, on_error=args.on_error)
-        names = ssv2.class_names(ssv2.read_labels(ssv2.find_file(labels_dir, ssv2.LABEL_FILES)))
-        metadata.update(split=args.split, class_names=names, num_classes=len(names))
+        labels = ssv2.read_labels(ssv2.find_file(labels_dir, ssv2.LABEL_FILES))
+        # class ids are labels.json's own (a subset of the classes leaves gaps): names indexed by id
+        metadata.update(split=args.split, class_names=ssv2.class_names(labels),
+                        num_classes=ssv2.num_classes(labels))
     else:
         if args.annotations_dir is None or args.video_root is None:
             _require(args, parser, "root")
@@ -101,7 +103,7 @@ def run_shard(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             parser.error(f"--context_sec ({args.context_sec}) must cover --tau_a ({args.tau_a})")
         examples, reader_skipped = ek100.read_split(annotations, args.split, video_root, layout=args.layout,
                                                     tau_a=args.tau_a, on_error=args.on_error)
-        vocab = ek100.read_vocabulary(annotations)
+        vocab = ek100.read_vocabulary(annotations)  # labels are action ids, numbered 0..A-1 from the train pairs
         metadata.update(split=args.split, layout=args.layout, tau_a=args.tau_a, context_sec=args.context_sec,
                         class_names=vocab.action_names, num_classes=len(vocab.actions), **vocab.to_json())
     if not examples:
@@ -119,8 +121,8 @@ def run_shard(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def load_builder_class(name: str) -> type:
-    """`Builder` of `data/<name>/<name>_dataset_builder.py`."""
-    module_name = f"data.{name}.{name}_dataset_builder"
+    """`Builder` of `data/<name>/<name>_dataset_builder.py` (the package `jepa_datasets`)."""
+    module_name = f"jepa_datasets.{name}.{name}_dataset_builder"
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:

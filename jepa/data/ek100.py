@@ -8,13 +8,16 @@ Files (in the annotations folder):
   * `EPIC_100_test_timestamps.csv`: only the first 8 columns (no labels). A leading `uid` column, present
     in some releases, is accepted and ignored.
   * `EPIC_100_verb_classes.csv` / `EPIC_100_noun_classes.csv`: `id,key,instances,category`, CRLF line
-    endings, no trailing newline.
+    endings, no trailing newline. Ids are kept as they are and may have gaps (a file restricted to a
+    subset of the classes); tables indexed by id (`class_keys`, `Vocabulary.to_json`) then have max id + 1
+    entries, the unused ids named `<unused i>`.
   * `EPIC_100_video_info.csv`: `video_id,duration,fps,resolution`, the real per-video frame rate (59.94,
     50, 29.97, 47.95, 90, ...). The fps is never assumed.
 Timestamps are `HH:MM:SS.ff`. The CSVs' `start_frame`/`stop_frame` are at 60 fps (EK-55 videos `PXX_YY`)
 or 50 fps (extension videos `PXX_1YY`) whatever the MP4's real rate, so they are kept only as
 `csv_start_frame`/`csv_stop_frame`; `start_frame`/`stop_frame` are recomputed from the timestamps with the
-video's real fps: the 0-based index of the decoded frame nearest the time, round(t * fps).
+video's real fps: the 0-based index of the decoded frame nearest the time, round(t * fps)
+(`jepa.data.frametime.frame_index`, the rule the shard writer and the pipeline's samplers use too).
 
 Videos: `<root>/PXX/videos/PXX_YY.MP4` (layout "videos"), or JPEG frames
 `<root>/PXX/rgb_frames/PXX_YY/frame_0000000001.jpg` (layout "frames", 1-based file numbering).
@@ -37,6 +40,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from jepa.data.frametime import frame_index
 
 OnError = Literal["raise", "skip"]
 
@@ -164,26 +169,54 @@ class ClassEntry:
 
 
 def read_classes(path: str | os.PathLike) -> list[ClassEntry]:
-    """A verb or noun class file, ordered by id (ids must be 0..n-1)."""
+    """A verb or noun class file, ordered by id.
+
+    Ids are the dataset's own and are kept: they need not be contiguous (a class file restricted to a
+    subset of the classes keeps the subset's original ids; see `class_keys`). A repeated id or key, or an
+    id that is not a non-negative integer, raises Ek100FormatError naming the file, line and field.
+    """
     path = Path(path)
     _, rows = _rows(path, ("id", "key", "instances", "category"))
     entries = []
+    id_line: dict[int, int] = {}
+    key_line: dict[str, int] = {}
     for line, row in rows:
         try:
             cid = int(row["id"])
         except ValueError:
             raise Ek100FormatError(f"{path}:{line}: field 'id': {row['id']!r} is not an integer") from None
+        if cid < 0:
+            raise Ek100FormatError(f"{path}:{line}: field 'id': {row['id']!r} is negative")
+        if cid in id_line:
+            raise Ek100FormatError(f"{path}:{line}: field 'id': {cid} appears twice (also on line {id_line[cid]})")
+        key = row["key"]
+        if key in key_line:
+            raise Ek100FormatError(f"{path}:{line}: field 'key': {key!r} appears twice "
+                                   f"(also on line {key_line[key]})")
+        id_line[cid], key_line[key] = line, line
         try:
             instances = ast.literal_eval(row["instances"])
             if not isinstance(instances, (list, tuple)):
                 raise ValueError("not a list")
         except (ValueError, SyntaxError):
             raise Ek100FormatError(f"{path}:{line}: field 'instances': {row['instances']!r} is not a list") from None
-        entries.append(ClassEntry(cid, row["key"], tuple(str(i) for i in instances), row["category"]))
+        entries.append(ClassEntry(cid, key, tuple(str(i) for i in instances), row["category"]))
     entries.sort(key=lambda e: e.id)
-    if [e.id for e in entries] != list(range(len(entries))):
-        raise Ek100FormatError(f"{path}: class ids must be 0..{len(entries) - 1} without gaps or repeats")
     return entries
+
+
+def unused_name(index: int) -> str:
+    """Placeholder name of an id that no entry of a (subset) class file uses."""
+    return f"<unused {index}>"
+
+
+def class_keys(entries: list[ClassEntry]) -> list[str]:
+    """Class keys indexed by id (`class_keys(entries)[i]` is the key of id i): max id + 1 entries, ids
+    missing from the file (a subset of the classes) named `<unused i>`."""
+    keys = [unused_name(i) for i in range(max((e.id for e in entries), default=-1) + 1)]
+    for e in entries:
+        keys[e.id] = e.key
+    return keys
 
 
 def _int_list(text: str) -> list[int]:
@@ -255,10 +288,12 @@ def action_classes(train_rows: list[dict[str, Any]]) -> dict[tuple[int, int], in
 
 def action_names(actions: dict[tuple[int, int], int], verbs: list[ClassEntry],
                  nouns: list[ClassEntry]) -> list[str]:
-    """`"<verb key> <noun key>"` per action id."""
+    """`"<verb key> <noun key>"` per action id (the class number where a class file lacks the id)."""
+    verb_key = {v.id: v.key for v in verbs}
+    noun_key = {n.id: n.key for n in nouns}
     names = [""] * len(actions)
     for (v, n), a in actions.items():
-        names[a] = f"{verbs[v].key if v < len(verbs) else v} {nouns[n].key if n < len(nouns) else n}"
+        names[a] = f"{verb_key.get(v, v)} {noun_key.get(n, n)}"
     return names
 
 
@@ -339,9 +374,9 @@ def read_split(annotations_dir: str | os.PathLike, split: str, video_root: str |
                                      "csv_start_frame", "csv_stop_frame")}
         extra.update(
             split=split, layout=layout, video_fps=fps, video_duration=info[vid].duration,
-            start_frame=max(0, round(start * fps)), stop_frame=max(0, round(stop * fps)),
+            start_frame=frame_index(start, fps), stop_frame=frame_index(stop, fps),
             anticipation_sec=float(tau_a), observed_stop_sec=start - tau_a,
-            observed_stop_frame=max(0, round((start - tau_a) * fps)),
+            observed_stop_frame=frame_index(start - tau_a, fps),
             verb_class=row.get("verb_class", -1), noun_class=row.get("noun_class", -1), action_class=action)
         if labelled:
             extra.update({k: row[k] for k in ("narration", "verb", "noun", "all_nouns", "all_noun_classes")})
@@ -361,9 +396,30 @@ class Vocabulary:
     def action_names(self) -> list[str]:
         return action_names(self.actions, self.verbs, self.nouns)
 
+    @property
+    def verb_keys(self) -> list[str]:
+        """Verb keys indexed by verb id (`<unused i>` where the class file has no id i)."""
+        return class_keys(self.verbs)
+
+    @property
+    def noun_keys(self) -> list[str]:
+        """Noun keys indexed by noun id (`<unused i>` where the class file has no id i)."""
+        return class_keys(self.nouns)
+
+    @property
+    def num_verbs(self) -> int:
+        """Size of a verb classifier: the largest verb id + 1 (class ids may have gaps)."""
+        return len(self.verb_keys)
+
+    @property
+    def num_nouns(self) -> int:
+        """Size of a noun classifier: the largest noun id + 1 (class ids may have gaps)."""
+        return len(self.noun_keys)
+
     def to_json(self) -> dict[str, Any]:
         pairs = sorted(self.actions, key=self.actions.get)
-        return {"verb_classes": [v.key for v in self.verbs], "noun_classes": [n.key for n in self.nouns],
+        return {"verb_classes": self.verb_keys, "noun_classes": self.noun_keys,
+                "num_verb_classes": self.num_verbs, "num_noun_classes": self.num_nouns,
                 "action_classes": [list(p) for p in pairs], "action_names": self.action_names}
 
 

@@ -20,8 +20,8 @@ subsampled by `frame_stride`, and stored whole: the pipeline samples clips from 
 Episodes of all `rlds_paths` are split by episode into 'train' and 'validation' (`split_episodes`: a seeded
 draw of round(split_fraction * total) episodes, kept in source order). Each split is written to
 `robot-{split}-{k:05d}-of-{n:05d}.array_record` (contiguous blocks of episodes, group_size 1, temporary names
-renamed when complete; n = min(num_shards, episodes in the split), no file for an empty split). The output
-does not depend on `num_proc`. Use as a pretraining source:
+renamed when complete: `jepa.data.shard.write_record_shards`; n = min(num_shards, episodes in the split), no
+file for an empty split). The output does not depend on `num_proc`. Use as a pretraining source:
 `{'glob': '<out_dir>/robot-{split}-*.array_record', 'weight': ...}` (jepa.data.pipeline).
 
 Command line: `python -m jepa.data.robot_video OUT_DIR RLDS_DIR [RLDS_DIR ...] --size 64 [--codec jpeg]`.
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import itertools
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -44,7 +45,9 @@ CODECS = ("h264", "jpeg")
 
 
 def shard_paths(out_dir: str | os.PathLike, split: str, num_shards: int) -> list[str]:
-    return [os.path.join(os.fspath(out_dir), f"robot-{split}-{k:05d}-of-{num_shards:05d}.array_record")
+    from jepa.data.shard import shard_name
+
+    return [os.path.join(os.fspath(out_dir), shard_name(f"robot-{split}", k, num_shards))
             for k in range(num_shards)]
 
 
@@ -121,8 +124,9 @@ def write_robot_clips(rlds_paths: Sequence[str | os.PathLike], out_dir: str | os
       rlds_split: the tfds split of the RLDS datasets to read.
       num_proc: worker processes reading and encoding episodes.
     """
-    from array_record.python.array_record_module import ArrayRecordWriter
     from tqdm import tqdm
+
+    from jepa.data.shard import write_record_shards
 
     if codec not in CODECS:
         raise ValueError(f"codec must be one of {CODECS}, got {codec!r}")
@@ -161,25 +165,20 @@ def write_robot_clips(rlds_paths: Sequence[str | os.PathLike], out_dir: str | os
         results: Iterator[list[bytes]] = pool.imap(_encode_chunk, jobs)
     else:
         results = map(_encode_chunk, jobs)
+    encoded = itertools.chain.from_iterable(results)  # train episodes, then validation episodes, in order
+
+    def take(n: int) -> Iterator[bytes]:
+        for rec in itertools.islice(encoded, n):
+            yield rec
+            bar.update(1)
+
     written: dict[str, list[str]] = {}
     try:
         for split in SPLITS:
             n = len(assignment[split])
-            k = min(num_shards, n)
-            out = shard_paths(out_dir, split, k)
-            tmp = [os.path.join(out_dir, ".tmp-" + os.path.basename(p)) for p in out]
-            writers = [ArrayRecordWriter(t, "group_size:1") for t in tmp]
-            bounds = [j * n // k for j in range(k + 1)] if k else [0]
-            i = 0
-            while i < n:
-                for rec in next(results):
-                    writers[int(np.searchsorted(bounds, i, side="right") - 1)].write(rec)
-                    i += 1
-                    bar.update(1)
-            for w in writers:
-                w.close()
-            for t, p in zip(tmp, out):
-                os.replace(t, p)
+            out = shard_paths(out_dir, split, min(num_shards, n))
+            if out:  # no file for an empty split
+                write_record_shards(take(n), out, num_records=n)  # contiguous blocks of episodes per shard
             written[split] = out
     finally:
         bar.close()

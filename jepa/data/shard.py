@@ -9,6 +9,8 @@ Layout of an output folder for a dataset NAME split into N shards:
 Shards are written as hidden temporary files (`.NAME-00000-of-0000N.array_record.tmp`) and renamed only
 when every shard is complete; NAME.json is written last. An interrupted run therefore never leaves files
 that look like finished shards (its temporary files are removed, or at worst left with the `.tmp` name).
+`write_record_shards` does this; it is the one ArrayRecord shard writer of the project (`jepa.data.synthetic`
+and `jepa.data.robot_video` write their shards with it too).
 
 Records (see records.py): the encoded video bytes (`video`), or per-frame JPEGs (`frames`), plus `label`,
 `fps`, `num_frames`, `path`, `id` and `extra` (the reader's metadata plus what decoding learnt). EK100
@@ -21,6 +23,7 @@ deterministic. Examples whose video cannot be decoded are skipped, counted and l
 """
 from __future__ import annotations
 
+import bisect
 import functools
 import io
 import json
@@ -37,6 +40,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from jepa.data import ek100, records, videoio
+from jepa.data.frametime import frame_index
 
 
 @dataclass(frozen=True)
@@ -114,8 +118,8 @@ def _ek100_record(example: dict, clip: videoio.Clip, context: float) -> dict[str
         extra["video_info_fps"] = extra["video_fps"]  # EPIC_100_video_info.csv disagrees with the file
         extra["video_fps"] = fps                       # trust the file
     extra.update(
-        start_frame=videoio.frame_at(extra["start_sec"], fps), stop_frame=videoio.frame_at(extra["stop_sec"], fps),
-        observed_stop_frame=videoio.frame_at(extra["observed_stop_sec"], fps),
+        start_frame=frame_index(extra["start_sec"], fps), stop_frame=frame_index(extra["stop_sec"], fps),
+        observed_stop_frame=frame_index(extra["observed_stop_sec"], fps),  # = the anticipation sampler's end
         clip_offset_sec=clip.offset_sec, clip_start_frame=clip.first_frame, clip_stop_frame=clip.last_frame,
         context_sec=context, width=clip.width, height=clip.height)
     record: dict[str, Any] = {"label": example["label"], "fps": fps, "num_frames": clip.num_frames,
@@ -140,7 +144,7 @@ def _frames_clip(example: dict, start: float, stop: float, options: ShardOptions
     if count == 0 or duration <= 0:
         raise videoio.VideoDecodeError(f"{frames_dir}: no frame_*.jpg files")
     rate = count / duration  # the frames' own rate (60 / 50 for the official extraction), never assumed
-    first, last = videoio.frame_at(start, rate), min(count - 1, videoio.frame_at(stop, rate))
+    first, last = frame_index(start, rate), min(count - 1, frame_index(stop, rate))
     if first > last:
         raise videoio.VideoDecodeError(f"{frames_dir}: no frames in [{start:.3f}, {stop:.3f}] s")
     jpegs, width, height = [], 0, 0
@@ -263,6 +267,66 @@ def _temp_path(final: Path) -> Path:
     return final.with_name(f".{final.name}.tmp")
 
 
+def write_record_shards(items: Iterable[dict[str, Any] | bytes], paths: Sequence[str | os.PathLike], *,
+                        num_records: int | None = None, replace: Iterable[str | os.PathLike] = ()) -> list[int]:
+    """THE ArrayRecord shard writer of the project: write records into the shard files `paths`.
+
+    `items` are `records` dicts (encoded here) or already encoded bytes. Every shard is written with
+    group_size:1 (random access) to a hidden temporary file `.NAME.tmp` next to it; only when all items are
+    written are the temporaries renamed to `paths` (after deleting the files in `replace` that are not among
+    `paths`, e.g. the shards of an earlier run with another shard count). On any error or interruption the
+    temporaries are removed, so no file that looks like a finished shard is ever left half written.
+
+    Placement: `num_records` None: round robin, record j to shard j % len(paths). `num_records` n given:
+    exactly n records, in contiguous blocks, shard k holding records [k n // K, (k + 1) n // K).
+    Returns the number of records written to each shard.
+    """
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    finals = [Path(p) for p in paths]
+    if not finals:
+        raise ValueError("write_record_shards needs at least one shard path")
+    num_shards = len(finals)
+    bounds = None if num_records is None else [k * num_records // num_shards for k in range(num_shards + 1)]
+    temps = [_temp_path(p) for p in finals]
+    for folder in {p.parent for p in finals}:
+        folder.mkdir(parents=True, exist_ok=True)
+    counts = [0] * num_shards
+    writers: list[Any] = []
+    committed = False
+    try:
+        writers = [ArrayRecordWriter(str(t), "group_size:1") for t in temps]
+        j = 0
+        for item in items:
+            if bounds is None:
+                shard = j % num_shards
+            elif j >= num_records:
+                raise ValueError(f"write_record_shards: more than the {num_records} records announced")
+            else:
+                shard = bisect.bisect_right(bounds, j) - 1
+            writers[shard].write(item if isinstance(item, bytes) else records.encode(item))
+            counts[shard] += 1
+            j += 1
+        if num_records is not None and j != num_records:
+            raise ValueError(f"write_record_shards: {j} records written, {num_records} announced")
+        for w in writers:
+            w.close()
+        writers = []
+        for path in replace:
+            if Path(path) not in finals:
+                Path(path).unlink(missing_ok=True)
+        for temp, final in zip(temps, finals):
+            os.replace(temp, final)
+        committed = True
+    finally:
+        for w in writers:
+            w.close()
+        if not committed:
+            for temp in temps:
+                temp.unlink(missing_ok=True)
+    return counts
+
+
 def _write_json(path: Path, data: dict) -> None:
     temp = path.with_name(f".{path.name}.tmp")
     temp.write_text(json.dumps(data, indent=1, default=str))
@@ -287,13 +351,12 @@ class ShardSummary:
 def write_shards(results: Iterable[Result], *, out_dir: str | os.PathLike, name: str, num_shards: int,
                  metadata: dict[str, Any] | None = None, reader_skipped: Sequence[dict] = (),
                  total: int | None = None, overwrite: bool = False, progress: bool = True) -> ShardSummary:
-    """Write record results round-robin into `num_shards` ArrayRecord shards (group_size:1).
+    """Write record results round-robin into `num_shards` ArrayRecord shards (group_size:1), with NAME.json
+    and NAME.report.json (`write_record_shards` writes the shards).
 
     The j-th written record goes to shard j % num_shards. Skipped results are counted and listed in
     NAME.report.json. Raises FileExistsError if NAME already exists in out_dir (unless overwrite).
     """
-    from array_record.python.array_record_module import ArrayRecordWriter
-
     if num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")
     if not name or "/" in name:
@@ -306,39 +369,23 @@ def write_shards(results: Iterable[Result], *, out_dir: str | os.PathLike, name:
         raise FileExistsError(f"{out}: dataset {name!r} already exists ({meta_path.name}); pass overwrite=True "
                               f"(--overwrite) to replace it")
     finals = [out / shard_name(name, i, num_shards) for i in range(num_shards)]
-    temps = [_temp_path(p) for p in finals]
-    writers = [ArrayRecordWriter(str(t), "group_size:1") for t in temps]
-    counts = [0] * num_shards
     skipped: list[dict] = []
     start = time.time()
-    committed = False
-    try:
+
+    def good_records() -> Iterator[dict[str, Any]]:
         bar = tqdm(total=total, desc=f"writing {name}", unit="clip", disable=not progress)
-        for result in results:
-            if result.record is not None:
-                shard = sum(counts) % num_shards
-                writers[shard].write(records.encode(result.record))
-                counts[shard] += 1
-            else:
-                skipped.append(result.error)
-                bar.set_postfix(skipped=len(skipped))
-            bar.update(1)
-        bar.close()
-        for w in writers:
-            w.close()
-        writers = []
-        for path in stale:
-            if path not in finals:
-                path.unlink()
-        for temp, final in zip(temps, finals):
-            os.replace(temp, final)
-        committed = True
-    finally:
-        for w in writers:
-            w.close()
-        if not committed:
-            for temp in temps:
-                temp.unlink(missing_ok=True)
+        try:
+            for result in results:
+                if result.record is not None:
+                    yield result.record
+                else:
+                    skipped.append(result.error)
+                    bar.set_postfix(skipped=len(skipped))
+                bar.update(1)
+        finally:
+            bar.close()
+
+    counts = write_record_shards(good_records(), finals, replace=stale)
     elapsed = time.time() - start
     meta = {"name": name, "num_records": sum(counts), "num_shards": num_shards,
             "shards": [{"file": f.name, "num_records": c} for f, c in zip(finals, counts)],

@@ -8,6 +8,10 @@ Files (in the labels folder; older releases prefix them with `something-somethin
 Videos: `<video_dir>/<id>.webm` (the `20bn-something-something-v2` folder).
 
 A record's class: delete `[` and `]` from its template, look the result up in labels.json, int() it.
+Class indices are the file's own and are kept: a labels.json restricted to a subset of the classes (for
+quick experiments, class-subset benchmarks) may have gaps; `num_classes` is then the largest index + 1 and
+`class_names` names the unused indices `<unused i>`. Records of classes missing from such a file are
+"unknown template" records (raised, or skipped with on_error="skip").
 
 Each example is a plain dict with the `jepa.data.records` fields known before decoding:
 `{"path", "label", "id", "extra": {"template", "placeholders", "text", "split"}}` (test without answers:
@@ -66,44 +70,88 @@ def locate(root: str | os.PathLike) -> tuple[Path, Path]:
     return labels_dir.resolve(), video_dir.resolve()
 
 
-def _load_json(path: Path) -> Any:
+def _load_json(path: Path, **kwargs: Any) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise Ssv2FormatError(f"{path}: cannot read: {e}") from e
     try:
-        return json.loads(text)
+        return json.loads(text, **kwargs)
     except json.JSONDecodeError as e:
         raise Ssv2FormatError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg} (at character {e.pos})") from e
 
 
+class _Pairs(list):
+    """The (key, value) pairs of a JSON object, in file order, repeated keys included."""
+
+
+def _class_index(value: Any) -> int:
+    """A labels.json index: an int or a string holding one (not a bool, not a float)."""
+    if isinstance(value, bool):
+        raise ValueError("not an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        return int(value.strip())
+    raise ValueError("not an integer")
+
+
 def read_labels(path: str | os.PathLike) -> dict[str, int]:
-    """labels.json: class name -> index (the file stores indices as strings)."""
+    """labels.json: class name -> index (the file stores indices as strings).
+
+    The indices are the dataset's own and are kept as they are: they need not be contiguous (a labels file
+    restricted to a subset of the classes keeps the subset's original indices; see `num_classes` and
+    `class_names`). A name or an index that appears twice, and an index that is not a non-negative integer,
+    raise Ssv2FormatError naming the file, the class and the field.
+    """
     path = Path(path)
-    data = _load_json(path)
-    if not isinstance(data, dict):
+    pairs = _load_json(path, object_pairs_hook=_Pairs)  # keeps repeated names, which a dict would drop
+    if not isinstance(pairs, _Pairs):
         raise Ssv2FormatError(f"{path}: expected a JSON object mapping class names to indices, "
-                              f"got {type(data).__name__}")
-    labels = {}
-    for name, index in data.items():
+                              f"got {type(pairs).__name__}")
+    labels: dict[str, int] = {}
+    owner: dict[int, str] = {}
+    for name, index in pairs:
         try:
-            labels[name] = int(index)
+            cid = _class_index(index)
         except (TypeError, ValueError):
             raise Ssv2FormatError(f"{path}: class {name!r}: index {index!r} is not an integer") from None
-    indices = sorted(labels.values())
-    if indices != list(range(len(indices))):
-        raise Ssv2FormatError(f"{path}: class indices must be 0..{len(indices) - 1} without gaps or repeats")
+        if cid < 0:
+            raise Ssv2FormatError(f"{path}: class {name!r}: index {index!r} is negative")
+        if name in labels:
+            raise Ssv2FormatError(f"{path}: class {name!r}: class name appears twice "
+                                  f"(indices {labels[name]} and {cid})")
+        if cid in owner:
+            raise Ssv2FormatError(f"{path}: class {name!r}: index {cid} appears twice (also class {owner[cid]!r})")
+        labels[name] = cid
+        owner[cid] = name
     return labels
 
 
+def num_classes(labels: dict[str, int]) -> int:
+    """Size of a classifier over these classes: the largest index + 1 (ids may have gaps)."""
+    return max(labels.values(), default=-1) + 1
+
+
+def unused_name(index: int) -> str:
+    """Placeholder name of an index that no class of the labels file uses."""
+    return f"<unused {index}>"
+
+
 def class_names(labels: dict[str, int]) -> list[str]:
-    """Class names ordered by index."""
-    return [name for name, _ in sorted(labels.items(), key=lambda kv: kv[1])]
+    """Class names indexed by class index: `class_names(labels)[i]` is the class of index i.
+
+    The list has `num_classes(labels)` entries; indices missing from the labels file (a subset of the
+    classes) are named `<unused i>`.
+    """
+    names = [unused_name(i) for i in range(num_classes(labels))]
+    for name, index in labels.items():
+        names[index] = name
+    return names
 
 
-def read_test_answers(path: str | os.PathLike, labels: dict[str, int]) -> dict[str, int]:
-    """test-answers.csv (`id;class name` per line) -> {id: class index}."""
-    path = Path(path)
+def _read_answer_lines(path: Path) -> dict[str, tuple[int, str]]:
+    """test-answers.csv -> {id: (line number, class name)}."""
     answers = {}
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -115,10 +163,18 @@ def read_test_answers(path: str | os.PathLike, labels: dict[str, int]) -> dict[s
         vid, sep, name = line.partition(";")
         if not sep or not vid.strip():
             raise Ssv2FormatError(f"{path}:{number}: expected 'id;class name', got {line!r}")
-        name = class_name(name.strip())
+        answers[vid.strip()] = (number, class_name(name.strip()))
+    return answers
+
+
+def read_test_answers(path: str | os.PathLike, labels: dict[str, int]) -> dict[str, int]:
+    """test-answers.csv (`id;class name` per line) -> {id: class index}."""
+    path = Path(path)
+    answers = {}
+    for vid, (number, name) in _read_answer_lines(path).items():
         if name not in labels:
-            raise Ssv2FormatError(f"{path}:{number}: class {name!r} (id {vid.strip()}) is not in labels.json")
-        answers[vid.strip()] = labels[name]
+            raise Ssv2FormatError(f"{path}:{number}: class {name!r} (id {vid}) is not in labels.json")
+        answers[vid] = labels[name]
     return answers
 
 
@@ -149,10 +205,10 @@ def read_split(labels_dir: str | os.PathLike, split: str, video_dir: str | os.Pa
     records = _load_json(split_file)
     if not isinstance(records, list):
         raise Ssv2FormatError(f"{split_file}: expected a JSON list of records, got {type(records).__name__}")
-    answers: dict[str, int] = {}
+    answers: dict[str, tuple[int, str]] = {}
     answer_file = next((labels_dir / n for n in ANSWER_FILES if (labels_dir / n).is_file()), None)
     if split == "test" and answer_file is not None:
-        answers = read_test_answers(answer_file, labels)
+        answers = _read_answer_lines(answer_file)
     examples, skipped = [], []
     for index, record in enumerate(records):
         report = dict(on_error=on_error, skipped=skipped, file=split_file, index=index)
@@ -166,7 +222,14 @@ def read_split(labels_dir: str | os.PathLike, split: str, video_dir: str | os.Pa
         vid = str(vid).strip()
         extra: dict[str, Any] = {"split": split}
         if split == "test":
-            label = answers.get(vid, -1)
+            label = -1
+            if vid in answers:
+                number, name = answers[vid]
+                if name not in labels:  # e.g. a labels file restricted to a subset of the classes
+                    _skip_or_raise(**report, vid=vid, field="id",
+                                   reason=f"{answer_file}:{number}: class {name!r} is not in labels.json")
+                    continue
+                label = labels[name]
         else:
             template = record.get("template")
             if not isinstance(template, str):

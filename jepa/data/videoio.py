@@ -27,6 +27,8 @@ import av
 import numpy as np
 from PIL import Image
 
+from jepa.data.frametime import frame_index
+
 Source = str | os.PathLike | bytes
 
 
@@ -62,8 +64,8 @@ class VideoDecodeError(RuntimeError):
 
 
 def frame_at(t: float, fps: float) -> int:
-    """Index of the frame nearest to time `t` (seconds) at `fps` (never negative)."""
-    return max(0, int(round(t * fps)))
+    """Index of the frame nearest to time `t` (seconds) at `fps` (never negative): `frametime.frame_index`."""
+    return frame_index(t, fps)
 
 
 def scaled_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
