@@ -3,7 +3,9 @@
 Tiny random transformers models (head dims 32 and 20, so RoPE leaves an unrotated remainder) are saved with
 `save_pretrained` (safetensors), converted through `jepa convert`, loaded from the bundle and compared on the same
 inputs: encoder tokens, predictor outputs at given context/target indices, classifier logits. The original-format
-converter is checked against the transformers one on the same weights laid out as Meta's checkpoints.
+converter is checked against the transformers one on the same weights laid out as Meta's checkpoints. transformers
+has no AC predictor: a random AC checkpoint in the reference's layout is imported and our model's forward compared
+with an independent float64 statement of the reference's forward (`_reference_ac_forward`).
 """
 from __future__ import annotations
 
@@ -12,10 +14,18 @@ import json
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+try:  # the test extra is part of the suite: without it these tests must fail, never skip silently
+    import torch
+    import transformers  # noqa: F401  (imported here so that its absence fails the module)
+    _missing = None
+except ImportError as e:
+    _missing = str(e)
+if _missing:
+    pytest.fail(f"{__name__} needs torch and transformers (the test extra): pip install -e '.[test]' ({_missing})",
+                pytrace=False)
 
 import jax.numpy as jnp  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from jepa import convert  # noqa: E402
@@ -213,10 +223,10 @@ def test_original_converter_matches_hf(hf_dirs, tmp_path):
     assert not np.any(params2["encoder"]["norm"]["scale"])
 
 
-def test_original_ac_checkpoint_converts_and_runs(tmp_path):
-    """An AC checkpoint laid out as the reference builds it (`module.` prefix, extrinsics encoder always present)."""
-    rng = np.random.default_rng(0)
-    d, w, depth, mlp, a = 64, 32, 2, 64, 7
+def _ac_checkpoint(rng, d: int, w: int, depth: int, mlp: int, a: int) -> dict:
+    """A random AC checkpoint laid out as the reference builds it: `module.` prefix, ViT encoder (patch 8, 2 blocks)
+    and `VisionTransformerPredictorAC` (predictor_embed, action/state/extrinsics encoders, predictor_blocks,
+    predictor_norm, predictor_proj); every tensor, LayerNorms included, is non-trivial so a mapping error shows."""
 
     def t(*shape):
         return torch.from_numpy(rng.normal(scale=0.1, size=shape).astype(np.float32))
@@ -245,7 +255,15 @@ def test_original_ac_checkpoint_converts_and_runs(tmp_path):
     }
     for i in range(depth):
         pred.update(vit_block(f"module.predictor_blocks.{i}.", w, mlp))
-    ckpt = {"encoder": enc, "target_encoder": enc, "predictor": pred, "epoch": 1}
+    return {"encoder": enc, "target_encoder": enc, "predictor": pred, "epoch": 1}
+
+
+def test_original_ac_checkpoint_converts_and_runs(tmp_path):
+    """An AC checkpoint laid out as the reference builds it (`module.` prefix, extrinsics encoder always present)."""
+    rng = np.random.default_rng(0)
+    d, w, depth, mlp, a = 64, 32, 2, 64, 7
+    ckpt = _ac_checkpoint(rng, d, w, depth, mlp, a)
+    pred = ckpt["predictor"]
     path = tmp_path / "ac.pt"
     torch.save(ckpt, path)
     out = tmp_path / "ac_bundle"
@@ -274,6 +292,101 @@ def test_original_ac_checkpoint_converts_and_runs(tmp_path):
     assert configs["ac_predictor"].use_extrinsics
     np.testing.assert_array_equal(params["ac_predictor"]["extrinsics_encoder"]["kernel"],
                                   pred["module.extrinsics_encoder.weight"].numpy().T)
+
+
+def _reference_ac_forward(sd: dict, frames, actions, states, extrinsics=None, *, heads: int):
+    """The reference AC predictor's forward (vjepa2 `VisionTransformerPredictorAC`, eval mode), written from its
+    description in float64 torch, independently of our model code. sd: the predictor state dict (no prefix).
+
+    frames [B, T, H*W, D] on the predictor's own grid (so the reference's h/w rescale to grid_size is 1);
+    actions / states [B, T, A]. Per step the sequence is [action, state, (extrinsics,) H*W patch tokens]; attention
+    is block-causal over steps; patch tokens get 3-D RoPE (t = step, h, w), the conditioning tokens rotate only
+    the t sub-block. Returns [B, T, H*W, D].
+    """
+    f64 = {k: v.double() for k, v in sd.items()}
+
+    def lin(x, k):
+        return x @ f64[k + ".weight"].T + f64[k + ".bias"]
+
+    def ln(x, k):
+        return F.layer_norm(x, x.shape[-1:], f64[k + ".weight"], f64[k + ".bias"], eps=1e-6)
+
+    def rope(x, pos):  # the reference's RoPE on one sub-block: frequencies concatenated, adjacent partners
+        half = x.shape[-1] // 2
+        omega = 1.0 / 10000 ** (torch.arange(half, dtype=torch.float64) / half)
+        ang = pos.double()[:, None] * omega
+        ang = torch.cat([ang, ang], dim=-1)
+        partner = torch.stack([-x[..., 1::2], x[..., 0::2]], dim=-1).flatten(-2)
+        return x * ang.cos() + partner * ang.sin()
+
+    frames, actions, states = (torch.from_numpy(np.asarray(z, np.float64)) for z in (frames, actions, states))
+    b, t, hw, _ = frames.shape
+    side = int(round(hw ** 0.5))
+    cond = [lin(actions, "action_encoder"), lin(states, "state_encoder")]
+    if extrinsics is not None:
+        cond.append(lin(torch.from_numpy(np.asarray(extrinsics, np.float64)), "extrinsics_encoder"))
+    c = len(cond)
+    x = torch.cat([z[:, :, None] for z in cond] + [lin(frames, "predictor_embed")], dim=2).flatten(1, 2)
+    n, width = x.shape[1:]
+    step = torch.arange(n) // (c + hw)
+    slot = torch.arange(n) % (c + hw)  # 0..c-1: conditioning tokens, then the patch tokens in raster order
+    is_patch = (slot >= c)[:, None]
+    row, col = (slot - c).clamp(min=0) // side, (slot - c).clamp(min=0) % side
+    allowed = step[:, None] >= step[None, :]
+    hd = width // heads
+    ds = 2 * ((hd // 3) // 2)
+
+    def rotate(z):  # [B, heads, N, hd]
+        zt, zh, zw, rest = z[..., :ds], z[..., ds:2 * ds], z[..., 2 * ds:3 * ds], z[..., 3 * ds:]
+        zh = torch.where(is_patch, rope(zh, row), zh)
+        zw = torch.where(is_patch, rope(zw, col), zw)
+        return torch.cat([rope(zt, step), zh, zw, rest], dim=-1)
+
+    depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("predictor_blocks."))
+    for i in range(depth):
+        p = f"predictor_blocks.{i}."
+        q, k, v = lin(ln(x, p + "norm1"), p + "attn.qkv").reshape(b, n, 3, heads, hd).permute(2, 0, 3, 1, 4)
+        att = rotate(q) @ rotate(k).transpose(-1, -2) / hd ** 0.5
+        att = att.masked_fill(~allowed, float("-inf")).softmax(-1)
+        x = x + lin((att @ v).transpose(1, 2).reshape(b, n, width), p + "attn.proj")
+        x = x + lin(F.gelu(lin(ln(x, p + "norm2"), p + "mlp.fc1")), p + "mlp.fc2")
+    x = x.reshape(b, t, c + hw, width)[:, :, c:]
+    return lin(ln(x, "predictor_norm"), "predictor_proj").numpy()
+
+
+@pytest.mark.parametrize("use_extrinsics", [False, True])
+def test_original_ac_predictor_matches_reference_forward(use_extrinsics):
+    """A random reference-layout AC checkpoint, imported by the converter, computes what the reference computes
+    (an independent float64 statement of its forward), on random frames, actions, states (and extrinsics)."""
+    rng = np.random.default_rng(5)
+    d, w, depth, mlp, a, heads = 64, 64, 2, 96, 7, 2  # head dim 32: RoPE sub-blocks of 10, 2 dims unrotated
+    ckpt = _ac_checkpoint(rng, d, w, depth, mlp, a)
+    configs, params = convert.convert_original(ckpt, ac_heads=heads, img_size=32, use_extrinsics=use_extrinsics)
+    cfg = configs["ac_predictor"]
+    assert (cfg.width, cfg.num_heads, cfg.head_dim, cfg.grid_size, cfg.use_extrinsics) == (
+        w, heads, 32, 4, use_extrinsics)
+    graphdef, state = nnx.split(io.abstract_model(cfg), nnx.Param)  # no init: the converted arrays go in
+    nnx.replace_by_pure_dict(state, params["ac_predictor"])
+    model = nnx.merge(graphdef, state)
+
+    b, t, side = 2, 3, 4
+    frames = rng.normal(size=(b, t, side, side, d)).astype(np.float32)
+    actions, states = (rng.normal(size=(b, t, a)).astype(np.float32) for _ in range(2))
+    extr = rng.normal(size=(b, t, a - 1)).astype(np.float32) if use_extrinsics else None
+    inputs = [jnp.asarray(z) for z in (frames, actions, states)] + [None if extr is None else jnp.asarray(extr)]
+    ours = np.asarray(nnx.jit(lambda m, *xs: m(*xs))(model, *inputs))
+    sd = {k.removeprefix("module."): v for k, v in ckpt["predictor"].items()}
+    ref = _reference_ac_forward(sd, frames.reshape(b, t, side * side, d), actions, states, extr, heads=heads)
+    ref = ref.reshape(b, t, side, side, d)
+    e = _err(ours, ref)
+    print(f"AC predictor max |err| = {e:.2e} (|ref| max {np.abs(ref).max():.2f})")
+    assert ours.shape == ref.shape and e <= TOL
+    # the reference statement is block-causal: the last step's action changes only the last step's prediction
+    actions2 = actions.copy()
+    actions2[:, -1] += 1.0
+    ref2 = _reference_ac_forward(sd, frames.reshape(b, t, side * side, d), actions2, states, extr, heads=heads)
+    ref2 = ref2.reshape(b, t, side, side, d)
+    assert _err(ref2[:, :-1], ref[:, :-1]) == 0.0 and _err(ref2[:, -1], ref[:, -1]) > 1e-3
 
 
 # --- errors -------------------------------------------------------------------------------------------------
@@ -318,7 +431,7 @@ def test_hf_errors_list_every_problem(hf_dirs, tmp_path):
     d.mkdir()
     save_file(sd, str(d / "model.safetensors"))
     (d / "config.json").write_text(json.dumps(cfg))
-    assert convert.main(["--from", "hf", "--src", str(d), "--out", str(tmp_path / "out")]) == 1
+    assert convert.main(["--from", "hf", "--src", str(d), "--out", str(tmp_path / "out")]) == 2
     assert not (tmp_path / "out").exists()
 
 

@@ -11,8 +11,15 @@ import json
 
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
+try:  # the test extra is part of the suite: without it these tests must fail, never skip silently
+    import torch
+    import transformers  # noqa: F401  (imported here so that its absence fails the module)
+    _missing = None
+except ImportError as e:
+    _missing = str(e)
+if _missing:
+    pytest.fail(f"{__name__} needs torch and transformers (the test extra): pip install -e '.[test]' ({_missing})",
+                pytrace=False)
 
 from jepa import convert  # noqa: E402
 from jepa.models import ENCODERS, ProbeConfig, ac_predictor_for, predictor_for  # noqa: E402
