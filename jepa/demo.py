@@ -79,13 +79,20 @@ PROBE_LRS, PROBE_WDS, PROBE_HEADS = (3e-3, 1e-2), (0.05,), 4
 
 def probe_batches(data_dir: str, split: str, seed: int = 0, batch_size: int = 32):
     """Eval batches of the synthetic clips for probing: 8 frames, 64 px, in order, once; video [B, T, H, W, C]."""
-    from jepa.data.pipeline import make_dataset, synthetic_config
+    from jepa.data.pipeline import make_dataset
+    from jepa.data.synthetic import synthetic_config
 
     cfg = synthetic_config(data_dir, num_frames=8, crop_size=64, eval=True, shuffle=False, repeat=False,
                            batch_size=batch_size, drop_remainder=False)
-    for b in make_dataset(cfg, split=split, seed=seed, shard_index=0, shard_count=1):
-        v = b["video"]  # eval batches are [B, views, segments, T, H, W, C]; one view and one segment here
-        yield {**b, "video": v.reshape((-1,) + v.shape[-4:])}
+    it = iter(make_dataset(cfg, split=split, seed=seed, shard_index=0, shard_count=1))
+    try:
+        for b in it:
+            v = b["video"]  # eval batches are [B, views, segments, T, H, W, C]; one view and one segment here
+            yield {**b, "video": v.reshape((-1,) + v.shape[-4:])}
+    finally:  # unusable records were skipped (and counted) by the pipeline; say so
+        if it.skips.skipped:
+            print(f"[probe] {split}: {it.skips.summary()}")
+        it.close()
 
 
 def stage_probe(workdir: str, data_dir: str, pretrain_dir: str, *, num_train: int, num_val: int, epochs: int,
@@ -419,4 +426,8 @@ def write_report(workdir: str, timings: dict) -> str:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    import sys
+
+    from jepa.cli import run_reporting_errors
+
+    raise SystemExit(run_reporting_errors("python -m jepa.demo", main, sys.argv[1:]))

@@ -66,8 +66,14 @@ def load_model(path: str):
 
 def setup(cfg: ml_collections.ConfigDict, *, need_model: bool = True) -> Setup:
     """The env, searched action space, CEM settings and world model of a planning config (one clear error each)."""
+    from jepa.config import check_values
     from planning import cem
 
+    errors = check_values(cfg, positive=("episodes", "steps", "image_size", "context"),
+                          non_negative=("min_distance", "action.max_xyz", "report.gifs", "report.landscape_grid",
+                                        "report.correlation_samples"))
+    if errors:
+        raise PlanningError("invalid config: " + "; ".join(errors))
     env = make_env(cfg)
     model = load_model(cfg.world_model) if need_model else None
     repeat = 1
@@ -291,6 +297,7 @@ def _tensorboard(workdir: str, out: dict) -> None:
 
 
 def main(argv: list[str]) -> int:
+    from jepa.cli import USER_ERRORS, error_line
     from jepa.config import load_config, split_args
 
     rest, overrides = split_args(argv)
@@ -302,8 +309,8 @@ def main(argv: list[str]) -> int:
     try:
         cfg = load_config(args.config, overrides)
         out = evaluate(cfg, args.workdir, progress=not args.quiet)
-    except (PlanningError, FileNotFoundError, KeyError, TypeError) as e:
-        print(f"jepa eval-planner: {e}", file=sys.stderr)
+    except USER_ERRORS as e:  # one line, exit 2 (jepa.cli)
+        print(f"jepa eval-planner: error: {error_line(e)}", file=sys.stderr)
         return 2
     print(markdown_table({out["task"]: out}))
     print(f"[eval-planner] wrote {args.workdir}/results.json, results.md, success.png, landscape.png")

@@ -71,8 +71,8 @@ def plan_episode(cfg, workdir: str, *, episode: int = 0, goal_path: str | None =
 
 
 def main(argv: list[str]) -> int:
+    from jepa.cli import USER_ERRORS, error_line
     from jepa.config import load_config, split_args
-    from planning.evaluate import PlanningError
 
     rest, overrides = split_args(argv)
     ap = argparse.ArgumentParser(prog="jepa plan", description=__doc__.splitlines()[0])
@@ -85,8 +85,8 @@ def main(argv: list[str]) -> int:
     try:
         cfg = load_config(args.config, overrides)
         out = plan_episode(cfg, args.workdir, episode=args.episode, goal_path=args.goal, progress=not args.quiet)
-    except (PlanningError, FileNotFoundError, KeyError, TypeError) as e:
-        print(f"jepa plan: {e}", file=sys.stderr)
+    except USER_ERRORS as e:  # one line, exit 2 (jepa.cli)
+        print(f"jepa plan: error: {error_line(e)}", file=sys.stderr)
         return 2
     d = out["distance"]
     verdict = "" if out["success"] is None else (" (reached)" if out["success"] else " (not reached)")

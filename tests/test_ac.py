@@ -49,6 +49,23 @@ def _metrics(workdir) -> list[dict]:
         return [json.loads(line) for line in f]
 
 
+def _stop_after(n: int):
+    """A StopSignal stand-in that requests the stop after the n-th step (a SIGTERM at a known point)."""
+
+    class StopAfter:
+        def __init__(self):
+            self.checks = 0
+
+        def any_process_requested(self) -> bool:
+            self.checks += 1
+            return self.checks == n
+
+        def restore(self):
+            pass
+
+    return StopAfter
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """One tiny encoder bundle and 8 episodes x 12 steps; runs: cache N steps, resumed to 2N, online 2 steps."""
@@ -68,6 +85,13 @@ def runs(tmp_path_factory):
     out["first"] = _metrics(resume)
     out["first_eval"] = json.load(open(os.path.join(resume, "eval.json")))
     out["eval"] = ac.train(_config(encoder, data, steps=2 * N), resume)
+    # A 2N-step run stopped after step N (as SIGTERM stops it) and run again, and the same 2N steps straight.
+    out["interrupted"], out["straight"] = str(root / "interrupted"), str(root / "straight")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ac, "StopSignal", _stop_after(N))
+        assert ac.train(_config(encoder, data, steps=2 * N), out["interrupted"]) == {"stopped_at_step": N}
+    out["interrupted_eval"] = ac.train(_config(encoder, data, steps=2 * N), out["interrupted"])
+    out["straight_eval"] = ac.train(_config(encoder, data, steps=2 * N), out["straight"])
     ac.train(_config(encoder, data, steps=2, features="online"), out["online"])
     return out
 
@@ -97,8 +121,17 @@ def test_resume_continues_from_checkpoint(runs):
     assert rows[N]["loss"] < 0.8 * rows[0]["loss"], (rows[0]["loss"], rows[N - 1]["loss"], rows[N]["loss"])
     steps = sorted(int(d) for d in os.listdir(os.path.join(runs["resume"], "checkpoints")) if d.isdigit())
     assert steps[-1] == 2 * N
-    # the second run's final evaluation differs from the first one's (it trained further)
-    assert runs["eval"]["rollout_l1"] != runs["first_eval"]["rollout_l1"]
+    assert runs["eval"]["rollout_l1"] != runs["first_eval"]["rollout_l1"]  # it trained further
+
+
+def test_interrupted_run_resumes_exactly(runs):
+    """Stopped after step N and run again, a 2N-step run logs the same losses, bit for bit, and ends with the same
+    held-out evaluation as the same run never stopped (the batch is a function of the step; the state is restored)."""
+    got, want = _metrics(runs["interrupted"]), _metrics(runs["straight"])
+    assert [r["step"] for r in got] == [r["step"] for r in want] == list(range(1, 2 * N + 1))
+    assert [r["loss"] for r in got] == [r["loss"] for r in want]
+    same = ("rollout_l1", "copy_l1", "teacher_forcing_l1", "clips")
+    assert {k: runs["interrupted_eval"][k] for k in same} == {k: runs["straight_eval"][k] for k in same}
 
 
 def test_eval_json_and_outputs(runs):

@@ -4,7 +4,6 @@ from __future__ import annotations
 import gc
 import io
 import json
-import math
 import subprocess
 import sys
 from fractions import Fraction
@@ -190,13 +189,14 @@ def test_anticipation_clip_ends_tau_a_before_action(tau_a):
     rec = {"fps": fps, "num_frames": 400, "label": 0, "path": "x", "video": b"",
            "extra": {"start_sec": start, "clip_offset_sec": offset}}
     idx = video.sample_frame_indices(rec, num_frames=8, target_fps=8, mode="anticipation", tau_a=tau_a)[0]
-    last_time = idx[-1] / fps + offset
-    assert start - tau_a - 1 / fps < last_time <= start - tau_a + 1e-9
+    last_frame = idx[-1] + round(offset * fps)  # in the original video
+    # the frame nearest start - tau_a (jepa.data.frametime: the rule of the shard's observed_stop_frame)
+    assert last_frame == round((start - tau_a) * fps) and abs(last_frame / fps - (start - tau_a)) <= 0.5 / fps
     assert set(np.diff(idx)) == {video.frame_stride(fps, target_fps=8)}
     # Observation window before the start of the video: padded with frame 0.
     early = {**rec, "extra": {"start_sec": offset + 1.2, "clip_offset_sec": offset}}
     idx = video.sample_frame_indices(early, num_frames=8, target_fps=8, mode="anticipation", tau_a=1.0)[0]
-    assert idx[0] == 0 and idx[-1] == math.floor(0.2 * fps + 1e-6)
+    assert idx[0] == 0 and idx[-1] == round((offset + 0.2) * fps) - round(offset * fps)
 
 
 # ------------------------------------------------------------------------------------------- transforms

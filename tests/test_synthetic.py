@@ -82,7 +82,7 @@ def test_write_shards_and_read_through_pipeline(tmp_path):
     assert [len(out["train"]), len(out["validation"])] == [2, 2]
     assert all(os.path.exists(p) for p in out["train"] + out["validation"])
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
-    cfg = pipeline.synthetic_config(tmp_path, crop_size=32, num_frames=8, batch_size=8, repeat=False,
+    cfg = synthetic.synthetic_config(tmp_path, crop_size=32, num_frames=8, batch_size=8, repeat=False,
                                     shuffle=False, drop_remainder=False)
     batches = list(pipeline.make_dataset(cfg, split="train", seed=0, shard_index=0, shard_count=1))
     assert len(batches) == 3
@@ -118,7 +118,7 @@ def test_output_independent_of_worker_processes(tmp_path):
 
 
 def test_tfds_builder_builds_and_reads_without_tensorflow(tmp_path):
-    from data.synthetic.synthetic_dataset_builder import Builder
+    from jepa_datasets.synthetic.synthetic_dataset_builder import Builder
 
     builder = Builder(data_dir=os.fspath(tmp_path), config="tiny", file_format="array_record")
     builder.download_and_prepare()

@@ -22,7 +22,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         clip_frames=4 if smoke else 2, val_fraction=0.15,
         actions="delta_pose",  # 'delta_pose' (V-JEPA 2-AC, from consecutive poses) or 'recorded' (the env's own)
         states="pose",  # 'pose' ([xyz, Euler, gripper] from the episodes) or 'none' (zeros: no proprioception)
-        normalize=True))  # standardise actions/states with training-set statistics (kept in the bundle)
+        normalize=True,  # standardise actions/states with training-set statistics (kept in the bundle)
+        max_skipped_fraction=0.1))  # unreadable episodes are skipped and counted; above this share the run stops
     # residual=True: the predictor outputs frame t plus a change, its output layer zero-initialised, so it starts as
     # the copy-last-frame model (the released V-JEPA 2-AC predicts frames directly: residual=False).
     # pos_embed=True: a learned absolute position per patch token (the released model has RoPE only); with the

@@ -5,7 +5,7 @@
 """
 import ml_collections
 
-from jepa.data.pipeline import synthetic_config
+from jepa.data.synthetic import synthetic_config
 from jepa.masking import BlockSpec
 from jepa.models.config import PredictorConfig, encoder_preset
 from jepa.sharding import DEFAULT_RULES

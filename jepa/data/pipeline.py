@@ -11,9 +11,15 @@ sources (MapDataset.mix: deterministic interleaving in proportion to the weights
 sources are concatenated instead) -> decode + sample + augment (`random_map`, per-example generator seeded
 from the example's position) -> batch (drop_remainder) -> optional `batch_transform(batch, rng)` (generator
 seeded from the batch's position, so e.g. masks are reproducible and checkpointable) -> to_iter_dataset
-(threads) -> mp_prefetch (worker processes). Everything is a function of (config, seed, shard, position), so
+(threads) -> mp_prefetch (worker processes) -> skip accounting. Everything is a function of (config, seed, shard, position), so
 the output does not depend on the number of workers or threads, and an iterator restored from
 `get_state()` yields the same next batches bit for bit.
+
+Unusable records (bytes that are not a record, missing fields, a video that does not decode: `RecordError`) do not
+stop the pipeline: element i is replaced by the first usable one of i + k * 7919 (k = 1, 2, ...; in a dataset read
+once, i + k, marked valid=False so that evaluation counts nothing twice). The iterator counts them in `iterator.skips`
+(a jepa.data.faults.SkipLog, saved with the iterator's state) and raises `TooManyUnusableRecords` when their share
+is above `max_skipped_fraction` (with 95% confidence); 64 unusable records in a row stop it at once.
 
 Config keys (`default_config()`; a dict with a subset of them is merged onto the defaults):
   sources            list of dicts, one per dataset:
@@ -49,6 +55,7 @@ Config keys (`default_config()`; a dict with a subset of them is merged onto the
   worker_buffer_size batches buffered per worker (2).
   read_threads       threads per process decoding batches (1; 0 = none).
   prefetch_buffer_size batches prefetched per process (2).
+  max_skipped_fraction stop when more than this share of the records read cannot be used (0.1).
 
 Batches: 'video' float32 [B, T, H, W, 3] (ImageNet-normalised), or [B, V, S, T, H, W, 3] with eval (V views,
 S segments); 'label' int32 [B] (or [B, K]); 'index' int64 [B] (record index within its source);
@@ -71,6 +78,7 @@ import ml_collections
 import numpy as np
 
 from jepa.data import records, transforms, video
+from jepa.data.faults import SkipLog
 
 BatchTransform = Callable[[dict[str, np.ndarray], np.random.Generator], dict[str, np.ndarray]]
 RECORD_FIELDS = ("video", "frames", "label", "fps", "num_frames", "path", "id", "extra")
@@ -106,6 +114,7 @@ _DEFAULTS: dict[str, Any] = dict(
     worker_buffer_size=2,
     read_threads=1,
     prefetch_buffer_size=2,
+    max_skipped_fraction=0.1,
 )
 
 
@@ -130,6 +139,8 @@ def resolve_config(cfg: ml_collections.ConfigDict | Mapping[str, Any] | None) ->
     for key in ("num_workers", "worker_buffer_size", "read_threads", "prefetch_buffer_size", "decode_threads"):
         if not isinstance(c[key], (int, np.integer)) or c[key] < 0:
             fail(key, "must be an integer >= 0")
+    if not isinstance(c["max_skipped_fraction"], (int, float)) or not 0 <= c["max_skipped_fraction"] <= 1:
+        fail("max_skipped_fraction", "must be a number in [0, 1]")
     if c["stride"] is None and (c["fps"] is None or not c["fps"] > 0):
         fail("fps", "need a positive fps or an integer stride")
     if c["stride"] is not None and (not isinstance(c["stride"], (int, np.integer)) or c["stride"] < 1):
@@ -271,6 +282,44 @@ class _PadToLength(grain.MapDataset):
         return f"_PadToLength(length={self._length})"
 
 
+MAX_UNUSABLE_IN_A_ROW = 64
+SUBSTITUTE_STRIDE = 7919  # a prime: a substitute comes from far away, not from the same batch
+
+
+class _SkipUnusable(grain.MapDataset):
+    """Element i of the parent, or, when its record is unusable (`RecordError`), a stand-in: the first usable one of
+    i + k * stride (k = 1, 2, ...). Every element says whether its own record was unusable ('skipped', 0 or 1) and
+    why ('skip_note' bytes); the records tried while looking for a stand-in are counted at their own positions.
+    With `substitutes_valid=False` (datasets read once) a stand-in is marked valid=False."""
+
+    def __init__(self, parent: grain.MapDataset, *, stride: int, substitutes_valid: bool):
+        super().__init__(parent)
+        self._stride, self._substitutes_valid = stride, substitutes_valid
+
+    def __len__(self) -> int:
+        return len(self._parent)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        n = len(self._parent)
+        note = ""
+        for k in range(MAX_UNUSABLE_IN_A_ROW):
+            try:
+                element = self._parent[(index + k * self._stride) % n]
+            except records.RecordError as e:
+                note = note or " ".join(str(e).split())
+                continue
+            if k and not self._substitutes_valid:
+                element = {**element, "valid": np.bool_(False)}
+            return {**element, "skipped": np.int32(k > 0), "skip_note": np.bytes_(note.encode()[:2048])}
+        raise records.RecordError(f"{MAX_UNUSABLE_IN_A_ROW} records in a row could not be used (is the dataset or "
+                                  f"the config wrong?); the first: {note}")
+
+    def __str__(self) -> str:
+        return f"_SkipUnusable(stride={self._stride})"
+
+
 # --------------------------------------------------------------------------------------------- examples
 
 
@@ -394,6 +443,7 @@ def make_map_dataset(cfg: ml_collections.ConfigDict | Mapping[str, Any], *, spli
         # The same number of (padded) batches on every process.
         ds = _PadToLength(ds, math.ceil(sum(shard_lens) / c["batch_size"]) * c["batch_size"])
     ds = ds.random_map(ClipTransform.from_config(c), seed=derive_seed(seed, 2, shard_index))
+    ds = _SkipUnusable(ds, stride=SUBSTITUTE_STRIDE if c["repeat"] else 1, substitutes_valid=c["repeat"])
     ds = ds.batch(c["batch_size"], drop_remainder=c["drop_remainder"])
     if batch_transform is not None:
         ds = ds.random_map(_ApplyBatchTransform(batch_transform), seed=derive_seed(seed, 3, shard_index))
@@ -435,7 +485,7 @@ def make_dataset(cfg: ml_collections.ConfigDict | Mapping[str, Any], *, split: s
         # Batches arrive in shared memory, unlinked only when garbage collected: copy them out at once, so none is
         # left for the interpreter's exit to report as leaked (a batch is a few MB; a step takes far longer).
         ids = _ClosedAtExit(ids.map(_copy_out_of_shared_memory))
-    return ids
+    return _CountSkipped(ids, c["max_skipped_fraction"])
 
 
 def _copy_out_of_shared_memory(x):
@@ -480,6 +530,40 @@ class _ExitSafeIterator(grain.DatasetIterator):
         source.close()  # and dropped here, so grain's own clean-up runs now, not at interpreter teardown
 
 
+class _CountSkipped(grain.IterDataset):
+    """Takes the skip fields off each batch and keeps the run's account of them (`iterator.skips`)."""
+
+    def __init__(self, parent: grain.IterDataset, max_fraction: float):
+        super().__init__(parent)
+        self._max_fraction = max_fraction
+
+    def __iter__(self) -> grain.DatasetIterator:
+        return _SkipCountingIterator(self._parent.__iter__(), self._max_fraction)
+
+
+class _SkipCountingIterator(grain.DatasetIterator):
+    def __init__(self, source: grain.DatasetIterator, max_fraction: float):
+        super().__init__(source)
+        self._source = source
+        self.skips = SkipLog(max_fraction)
+
+    def __next__(self):
+        batch = dict(next(self._source))
+        skipped = np.asarray(batch.pop("skipped")).astype(bool)
+        notes = [bytes(raw).decode("utf-8", "replace") for raw in np.asarray(batch.pop("skip_note"))[skipped]]
+        valid = np.asarray(batch["valid"], bool) if "valid" in batch else np.ones_like(skipped)
+        # Read: the positions whose own record was usable (not padding) and those whose record was not.
+        self.skips.add(int(np.sum(valid & ~skipped)), int(np.sum(skipped)), notes)
+        return batch
+
+    def get_state(self) -> dict:
+        return {"pipeline": self._source.get_state(), "skips": self.skips.state()}
+
+    def set_state(self, state: dict) -> None:
+        self._source.set_state(state["pipeline"])
+        self.skips.set_state(state["skips"])
+
+
 # --------------------------------------------------------------------------------------------- state
 
 
@@ -496,18 +580,3 @@ def restore_iterator_state(iterator: grain.DatasetIterator, path: str | os.PathL
     """Restore a grain iterator from `save_iterator_state` JSON; its next batches continue from there."""
     with open(os.fspath(path)) as f:
         iterator.set_state(json.load(f))
-
-
-def synthetic_config(data_dir: str | os.PathLike, **overrides: Any) -> ml_collections.ConfigDict:
-    """A pipeline config for `jepa.data.synthetic` shards in data_dir (64 px, 16 frames at stride 1, no flip:
-    a flip would change the direction labels)."""
-    c = default_config()
-    c.sources = [{"glob": os.path.join(os.fspath(data_dir), "synthetic-{split}-*.array_record")}]
-    c.stride = 1
-    c.crop_size = 64
-    c.flip = False
-    for k, v in overrides.items():
-        if k not in c:
-            raise PipelineConfigError(f"pipeline config: unknown key {k!r}")
-        c[k] = v
-    return c

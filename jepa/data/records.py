@@ -22,6 +22,11 @@ import msgpack
 REQUIRED = ("label", "fps", "num_frames", "path")
 
 
+class RecordError(ValueError):
+    """A record that cannot be used: bytes that do not decode, missing or malformed fields, an undecodable video.
+    The message names the record. Training skips and counts these (jepa.data.faults)."""
+
+
 def encode(record: dict[str, Any]) -> bytes:
     missing = [k for k in REQUIRED if k not in record]
     if missing:
@@ -32,4 +37,10 @@ def encode(record: dict[str, Any]) -> bytes:
 
 
 def decode(data: bytes) -> dict[str, Any]:
-    return msgpack.unpackb(data, raw=False)
+    try:
+        record = msgpack.unpackb(data, raw=False)
+    except Exception as e:  # msgpack raises several unrelated types for damaged bytes
+        raise RecordError(f"record of {len(data)} bytes is not a msgpack record ({type(e).__name__}: {e})") from None
+    if not isinstance(record, dict):
+        raise RecordError(f"record of {len(data)} bytes holds a {type(record).__name__}, not a dict of fields")
+    return record

@@ -17,8 +17,9 @@ Scenes are pluggable: `write_synthetic(..., scenes=[...])` takes any objects wit
 robot-play scene can be added later).
 
 Records are `jepa.data.records` dicts (h264 4:4:4 mp4 bytes, or per-frame JPEGs with codec="jpeg") written to
-ArrayRecord shards `synthetic-{split}-{k:05d}-of-{n:05d}.array_record` (group_size 1) under temporary names
-then renamed. `save_preview` writes a PNG / GIF grid of clips with their class names.
+ArrayRecord shards `synthetic-{split}-{k:05d}-of-{n:05d}.array_record` (group_size 1, contiguous blocks of
+clips) by `jepa.data.shard.write_record_shards`: under temporary names, renamed when complete.
+`save_preview` writes a PNG / GIF grid of clips with their class names.
 
 Command line: `python -m jepa.data.synthetic OUT_DIR --train 4096 --val 512 [--preview out.gif]`.
 """
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
+import itertools
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -371,7 +373,9 @@ def render_clip(index: int, *, split: str = "train", seed: int = 0, size: int = 
 
 
 def shard_paths(out_dir: str | os.PathLike, split: str, num_shards: int) -> list[str]:
-    return [os.path.join(os.fspath(out_dir), f"synthetic-{split}-{k:05d}-of-{num_shards:05d}.array_record")
+    from jepa.data.shard import shard_name
+
+    return [os.path.join(os.fspath(out_dir), shard_name(f"synthetic-{split}", k, num_shards))
             for k in range(num_shards)]
 
 
@@ -389,8 +393,9 @@ def write_synthetic(out_dir: str | os.PathLike, num_train: int = 4096, num_val: 
     Clips are split into contiguous blocks per shard. Output is identical whatever `num_proc` (worker
     processes; default: up to the CPU count).
     """
-    from array_record.python.array_record_module import ArrayRecordWriter
     from tqdm import tqdm
+
+    from jepa.data.shard import write_record_shards
 
     if size % 2 or size < 8:
         raise ValueError(f"size must be even and >= 8, got {size}")
@@ -413,25 +418,17 @@ def write_synthetic(out_dir: str | os.PathLike, num_train: int = 4096, num_val: 
         results: Iterator[list[bytes]] = pool.imap(_encode_chunk, jobs)
     else:
         results = map(_encode_chunk, jobs)
+    encoded = itertools.chain.from_iterable(results)  # train clips, then validation clips, in order
+
+    def take(n: int) -> Iterator[bytes]:
+        for rec in itertools.islice(encoded, n):
+            yield rec
+            bar.update(1)
+
     try:
-        splits = {"train": num_train, "validation": num_val}
-        res_iter = iter(results)
-        for split, n in splits.items():
+        for split, n in (("train", num_train), ("validation", num_val)):
             paths = shard_paths(out_dir, split, num_shards)
-            bounds = [k * n // num_shards for k in range(num_shards + 1)]
-            tmp = [os.path.join(os.path.dirname(p), ".tmp-" + os.path.basename(p)) for p in paths]
-            writers = [ArrayRecordWriter(t, "group_size:1") for t in tmp]
-            i = 0
-            while i < n:
-                batch = next(res_iter)
-                for rec in batch:
-                    writers[int(np.searchsorted(bounds, i, side="right") - 1)].write(rec)
-                    i += 1
-                bar.update(len(batch))
-            for w in writers:
-                w.close()
-            for t, p in zip(tmp, paths):
-                os.replace(t, p)
+            write_record_shards(take(n), paths, num_records=n)  # contiguous blocks of clips per shard
             written[split] = paths
     finally:
         bar.close()
@@ -439,6 +436,26 @@ def write_synthetic(out_dir: str | os.PathLike, num_train: int = 4096, num_val: 
             pool.close()
             pool.join()
     return written
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+def synthetic_config(data_dir: str | os.PathLike, **overrides: Any) -> "ml_collections.ConfigDict":
+    """A pipeline config for `jepa.data.synthetic` shards in data_dir (64 px, 16 frames at stride 1, no flip:
+    a flip would change the direction labels)."""
+    from jepa.data.pipeline import PipelineConfigError, default_config
+
+    c = default_config()
+    c.sources = [{"glob": os.path.join(os.fspath(data_dir), "synthetic-{split}-*.array_record")}]
+    c.stride = 1
+    c.crop_size = 64
+    c.flip = False
+    for k, v in overrides.items():
+        if k not in c:
+            raise PipelineConfigError(f"pipeline config: unknown key {k!r}")
+        c[k] = v
+    return c
 
 
 # --------------------------------------------------------------------------------------------- viewing

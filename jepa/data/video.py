@@ -8,13 +8,15 @@ them at decode time.
 
 Frame sampling is in frame indices of the STORED video. Times in `record['extra']` (`start_sec`,
 `stop_sec`, ...) are in the ORIGINAL video's timeline; a stored clip trimmed out of a longer video starts at
-`extra.get('clip_offset_sec', 0)` of that timeline, so time t maps to stored frame (t - offset) * fps.
+`extra.get('clip_offset_sec', 0)` of that timeline. Time t maps to the stored frame nearest to it,
+frame_index(t) - frame_index(offset) (`jepa.data.frametime`, the same rule as the shard metadata's frame
+fields, so an anticipation clip ends at the record's `observed_stop_frame`).
 
 Sampling modes (`sample_frame_indices`):
   'clip'          the whole stored video (pretraining, SSv2).
   'action'        the window [extra.start_sec, extra.stop_sec] (EK100 action recognition).
-  'anticipation'  a clip whose last frame is at extra.start_sec - tau_a (EK100 anticipation; tau_a = 1 s by
-                  default); frames before the video's start repeat the first frame.
+  'anticipation'  a clip whose last frame is the one nearest to extra.start_sec - tau_a (EK100 anticipation;
+                  tau_a = 1 s by default); frames before the video's start repeat the first frame.
 Within a window, a clip of `num_frames` frames at `stride` spans (num_frames - 1) * stride + 1 frames; its start
 is random (training, an `rng` is given) or centred (evaluation); several evenly spaced segments can be taken for
 evaluation; a window shorter than the span repeats its last frame.
@@ -28,13 +30,16 @@ from typing import Any
 
 import numpy as np
 
+from jepa.data import frametime
+from jepa.data.records import RecordError
+
 MODES = ("clip", "action", "anticipation")
 # Seek instead of decoding from the start when the first needed frame is at least this many frames in.
 SEEK_MIN_FRAMES = 48
 _EPS = 1e-6
 
 
-class VideoDecodeError(ValueError):
+class VideoDecodeError(RecordError):
     """A record's video could not be decoded; the message names the record."""
 
 
@@ -93,16 +98,18 @@ def window_starts(lo: int, hi: int, num_frames: int, stride: int, num_segments: 
     return lo + np.round(np.linspace(0, slack, num_segments)).astype(np.int64)
 
 
-def time_to_frame(t_sec: float, fps: float, clip_offset_sec: float = 0.0) -> float:
-    """Fractional stored-frame position of original-timeline time `t_sec`."""
-    return (t_sec - clip_offset_sec) * fps
+def time_to_frame(t_sec: float, fps: float, clip_offset_sec: float = 0.0) -> int:
+    """Stored frame nearest to original-timeline time `t_sec` (`jepa.data.frametime`, the rule the shard
+    metadata's frame fields use too); may lie outside the stored video (callers clamp)."""
+    return frametime.stored_frame(t_sec, fps, clip_offset_sec)
 
 
 def action_window(start_sec: float, stop_sec: float, fps: float, num_frames: int,
                   clip_offset_sec: float = 0.0) -> tuple[int, int]:
-    """[lo, hi) stored frames whose timestamps k / fps lie in [start_sec, stop_sec] (at least one frame)."""
-    lo = math.ceil(time_to_frame(start_sec, fps, clip_offset_sec) - _EPS)
-    hi = math.floor(time_to_frame(stop_sec, fps, clip_offset_sec) + _EPS) + 1
+    """[lo, hi) stored frames from the frame nearest start_sec to the frame nearest stop_sec (at least one
+    frame): the record's extra start_frame..stop_frame, shifted to the stored clip."""
+    lo = time_to_frame(start_sec, fps, clip_offset_sec)
+    hi = time_to_frame(stop_sec, fps, clip_offset_sec) + 1
     lo = min(max(lo, 0), num_frames - 1)
     hi = min(max(hi, lo + 1), num_frames)
     return lo, hi
@@ -110,11 +117,12 @@ def action_window(start_sec: float, stop_sec: float, fps: float, num_frames: int
 
 def anticipation_clip(action_start_sec: float, tau_a: float, fps: float, video_num_frames: int,
                       num_frames: int, stride: int, clip_offset_sec: float = 0.0) -> np.ndarray:
-    """Indices of a clip whose last frame is the last one at or before action_start_sec - tau_a.
+    """Indices of a clip whose last frame is the frame nearest to action_start_sec - tau_a (the record's
+    extra observed_stop_frame when tau_a is the shard's), every `stride` frames before it.
 
     Frames before the video's first frame repeat frame 0; an end past the video's end holds its last frame.
     """
-    end = math.floor(time_to_frame(action_start_sec - tau_a, fps, clip_offset_sec) + _EPS)
+    end = time_to_frame(action_start_sec - tau_a, fps, clip_offset_sec)
     idx = end - stride * np.arange(num_frames - 1, -1, -1, dtype=np.int64)
     return np.clip(idx, 0, video_num_frames - 1)
 

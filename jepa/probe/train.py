@@ -25,7 +25,10 @@ from jepa.sharding import logical_names
 def extract_features(encoder: nnx.Module, batches: Iterable[dict], num: int, *, label_key: str = "label",
                      progress: bool = True, dtype: np.dtype | type = np.float32) -> tuple[np.ndarray, np.ndarray]:
     """Runs the frozen encoder (video [B, T, H, W, C] -> tokens [B, N, D]) over batches until `num` examples;
-    returns (features stored as `dtype`, labels). Parameters go in as jit arguments, not closed-over constants."""
+    returns (features stored as `dtype`, labels). Parameters go in as jit arguments, not closed-over constants.
+
+    Rows whose 'valid' is False (padding, and the stand-ins for unusable records in a dataset read once: see
+    jepa.data.pipeline) are left out. A `batches` generator is closed when enough examples are in."""
     from tqdm import tqdm
 
     graphdef, state = nnx.split(encoder)
@@ -34,14 +37,20 @@ def extract_features(encoder: nnx.Module, batches: Iterable[dict], num: int, *, 
     bar = tqdm(total=num, desc="features", disable=not progress, mininterval=1.0)
     for batch in batches:
         f = np.asarray(encode(state, jnp.asarray(batch["video"])), dtype)
+        y = np.asarray(batch[label_key])
+        if "valid" in batch:
+            keep = np.asarray(batch["valid"], bool)
+            f, y = f[keep], y[keep]
         take = min(len(f), num - seen)
         feats.append(f[:take])
-        labels.append(np.asarray(batch[label_key])[:take])
+        labels.append(y[:take])
         seen += take
         bar.update(take)
         if seen >= num:
             break
     bar.close()
+    if hasattr(batches, "close"):
+        batches.close()
     return np.concatenate(feats), np.concatenate(labels)
 
 

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -25,11 +26,13 @@ import optax
 from flax import nnx
 
 from jepa import distributed, sharding, world_model as wm
-from jepa.config import load_config, split_args
+from jepa.config import ConfigError, check_values, load_config, split_args
+from jepa.data.faults import SkipLog
 from jepa.models import ACPredictor, ACPredictorConfig
 from jepa.train import optim
 from jepa.train.checkpoint import Checkpointer, StopSignal
 from jepa.train.logging import RunLogger
+from jepa.train.state import NonFiniteError, base_shardings, create, with_shardings
 
 
 # --- Data ----------------------------------------------------------------------------------------------------
@@ -59,19 +62,32 @@ class EpisodeSet:
         return {k: np.stack(v) for k, v in out.items()}
 
 
-def load_episodes(data: ml_collections.ConfigDict) -> tuple[EpisodeSet, EpisodeSet, dict | None]:
+def load_episodes(data: ml_collections.ConfigDict, skips: SkipLog | None = None
+                  ) -> tuple[EpisodeSet, EpisodeSet, dict | None]:
     """Reads RLDS episodes and splits them by episode into train / held-out validation; returns both and the
-    action/state normalisation statistics of the training episodes (None with data.normalize=False)."""
-    from jepa.data.rlds import RLDSEpisodes
+    action/state normalisation statistics of the training episodes (None with data.normalize=False).
 
+    Episodes that cannot be read (an undecodable frame, a missing or malformed field) are skipped and counted in
+    `skips` (a SkipLog; `TooManyUnusableRecords` past data.max_skipped_fraction)."""
+    from jepa.data.rlds import RLDSEpisodes, RLDSError
+
+    if skips is None:
+        skips = SkipLog(data.get("max_skipped_fraction", 0.1), what="episodes")
     actions, states = data.get("actions", "delta_pose"), data.get("states", "pose")
     if states not in ("pose", "none"):
-        raise ValueError(f"data.states must be 'pose' or 'none', got {states!r}")
+        raise ConfigError(f"data.states must be 'pose' or 'none', got {states!r}")
     train_eps, val_eps = [], []
     for path in data.paths:  # the last val_fraction of each dataset is held out
         src = RLDSEpisodes(path, split=data.split, camera=data.camera, frame_stride=data.frame_stride, size=data.size,
                            actions=actions)
-        eps = [src[i] for i in range(len(src))]
+        eps = []
+        for i in range(len(src)):
+            try:
+                eps.append(src[i])
+            except RLDSError as e:  # this episode only: the dataset itself opened
+                skips.add(0, 1, [" ".join(str(e).split())])
+                continue
+            skips.add(1)
         if len(eps) < 2:
             raise ValueError(f"need at least 2 episodes in {path}, found {len(eps)}")
         if states == "none":  # the predictor sees no proprioception (torque-controlled arms: nothing to integrate)
@@ -131,13 +147,73 @@ def ac_loss(params, graphdef, batch, cfg, encode=None):
     return jloss + sloss, {"loss_tf": jloss, "loss_rollout": sloss}
 
 
-def make_step(exp):
-    cfg, tx, graphdef = exp["cfg"], exp["tx"], exp["graphdef"]
+@dataclasses.dataclass
+class ACExperiment:
+    """What the AC train step is made of (pretraining's `Experiment` for the action-conditioned predictor)."""
+
+    cfg: ml_collections.ConfigDict
+    predictor: ACPredictorConfig
+    graphdef: Any  # the predictor's (parameters apart)
+    enc_graphdef: Any  # the frozen encoder's
+    names: Any  # logical axis names of the predictor's parameters
+    tx: optax.GradientTransformation
+    lr: optax.Schedule
+    mesh: jax.sharding.Mesh
+    rules: tuple
+
+
+def validate(cfg: ml_collections.ConfigDict) -> None:
+    """Fail before loading anything, with one line naming every bad key."""
+    errors = check_values(
+        cfg, positive=("train.steps", "train.batch_size", "train.rollout_steps", "train.keep_checkpoints",
+                       "data.size", "data.frame_stride", "data.clip_frames", "model.width", "model.depth",
+                       "model.num_heads"),
+        non_negative=("train.checkpoint_every", "train.eval_every", "train.eval_frames", "optim.lr", "optim.start_lr",
+                      "optim.warmup_steps", "optim.cooldown_steps", "optim.weight_decay", "optim.clip_norm"),
+        fractions=("data.val_fraction", "data.max_skipped_fraction"))
+    if cfg.features not in ("cache", "online"):
+        errors.append(f"features must be 'cache' or 'online', got {cfg.features!r}")
+    if not errors and cfg.data.clip_frames < 2:
+        errors.append(f"data.clip_frames={cfg.data.clip_frames} must be >= 2 (one frame to predict from, one to predict)")
+    if not errors and cfg.train.rollout_steps > cfg.data.clip_frames - 1:
+        errors.append(f"train.rollout_steps={cfg.train.rollout_steps} must be <= data.clip_frames - 1 = "
+                      f"{cfg.data.clip_frames - 1}")
+    if not cfg.data.paths:
+        errors.append("data.paths is empty: give the RLDS episode directories")
+    if errors:
+        raise ConfigError("invalid config: " + "; ".join(errors))
+
+
+def build(cfg: ml_collections.ConfigDict, encoder, action_dim: int, state_dim: int) -> ACExperiment:
+    """The experiment for a frozen `encoder` and the data's action and state widths."""
+    pcfg = ACPredictorConfig.from_dict({**dict(cfg.model), "embed_dim": encoder.cfg.width,
+                                        "grid_size": cfg.data.size // encoder.cfg.patch_size,
+                                        "action_dim": action_dim, "state_dim": state_dim})
+    abstract = nnx.eval_shape(lambda: ACPredictor(pcfg, rngs=nnx.Rngs(0)))
+    graphdef, _ = nnx.split(abstract, nnx.Param)
+    names = sharding.logical_names(abstract)
+    o, t = cfg.optim, cfg.train
+    lr = optim.wcc_schedule(start=o.start_lr, peak=o.lr, final=0.0, warmup=o.warmup_steps, total=t.steps,
+                            cooldown=o.cooldown_steps)
+    tx = optim.adamw(lr, weight_decay=o.weight_decay, mask=optim.decay_mask(names), clip_norm=o.clip_norm)
+    rules = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in cfg.rules)
+    return ACExperiment(cfg, pcfg, graphdef, nnx.split(encoder)[0], names, tx, lr,
+                        sharding.make_mesh(dict(cfg.mesh)), rules)
+
+
+def init_state(exp: ACExperiment, key: jax.Array) -> dict:
+    model = ACPredictor(exp.predictor, rngs=nnx.Rngs(params=key))
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": exp.tx.init(params), "rng": key}
+
+
+def make_step(exp: ACExperiment):
+    cfg, tx, graphdef = exp.cfg, exp.tx, exp.graphdef
 
     def step(state, batch, enc_params):
         encode = None
         if cfg.features == "online":
-            encoder = nnx.merge(exp["enc_graphdef"], enc_params)
+            encoder = nnx.merge(exp.enc_graphdef, enc_params)
             encode = lambda frames: wm.encode_frames(encoder, frames)
         (loss, aux), grads = jax.value_and_grad(ac_loss, has_aux=True)(state["params"], graphdef, batch, cfg, encode)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
@@ -147,7 +223,7 @@ def make_step(exp):
         finite = jnp.isfinite(loss) & jnp.isfinite(gn) & jnp.isfinite(optax.global_norm(params))
         new = {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "rng": state["rng"]}
         new = jax.tree.map(lambda x, y: jnp.where(finite, x, y), new, {**state, "step": state["step"] + 1})
-        return new, {"loss": loss, "grad_norm": gn, "lr": exp["lr"](state["step"]), "finite": finite, **aux}
+        return new, {"loss": loss, "grad_norm": gn, "lr": exp.lr(state["step"]), "finite": finite, **aux}
 
     return step
 
@@ -189,61 +265,40 @@ def evaluate(params, graphdef, eps: EpisodeSet, clip_frames: int, *, max_clips: 
 def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     from jepa.models.io import load_bundle
 
+    validate(cfg)
     distributed.initialize()
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(cfg.to_json_best_effort(indent=2))
-    if cfg.features not in ("cache", "online"):
-        raise ValueError(f"features must be 'cache' or 'online', got {cfg.features!r}")
     encoder = load_bundle(cfg.encoder_bundle, ["encoder"])["encoder"]
     if cfg.data.size % encoder.cfg.patch_size:
-        raise ValueError(f"data.size {cfg.data.size} is not divisible by the encoder's patch {encoder.cfg.patch_size}")
+        raise ConfigError(f"data.size {cfg.data.size} is not divisible by the encoder's patch {encoder.cfg.patch_size}")
     t0 = time.time()
-    train_eps, val_eps, norm_stats = load_episodes(cfg.data)
+    skips = SkipLog(cfg.data.get("max_skipped_fraction", 0.1), what="episodes")
+    train_eps, val_eps, norm_stats = load_episodes(cfg.data, skips)
+    skips.write(os.path.join(workdir, "data_faults.json"))
     cache_features(encoder, val_eps)
     if cfg.features == "cache":
         cache_features(encoder, train_eps)
     print(f"[train-ac] {len(train_eps.states)} train / {len(val_eps.states)} held-out episodes, features in "
-          f"{time.time() - t0:.0f}s")
-    enc_graphdef, enc_params = nnx.split(encoder)
-
+          f"{time.time() - t0:.0f}s; {skips.summary()}")
     # Action and state widths come from the data (7-d DROID poses; 10-d for Reacher's 5 recorded torque pairs).
-    pcfg = ACPredictorConfig.from_dict({**dict(cfg.model), "embed_dim": encoder.cfg.width,
-                                        "grid_size": cfg.data.size // encoder.cfg.patch_size,
-                                        "action_dim": int(train_eps.actions[0].shape[-1]),
-                                        "state_dim": int(train_eps.states[0].shape[-1])})
-    abstract = nnx.eval_shape(lambda: ACPredictor(pcfg, rngs=nnx.Rngs(0)))
-    graphdef, _ = nnx.split(abstract, nnx.Param)
-    names = sharding.logical_names(abstract)
-    o, t = cfg.optim, cfg.train
-    lr = optim.wcc_schedule(start=o.start_lr, peak=o.lr, final=0.0, warmup=o.warmup_steps, total=t.steps,
-                            cooldown=o.cooldown_steps)
-    tx = optim.adamw(lr, weight_decay=o.weight_decay, mask=optim.decay_mask(names), clip_norm=o.clip_norm)
-    exp = {"cfg": cfg, "tx": tx, "graphdef": graphdef, "lr": lr, "enc_graphdef": enc_graphdef}
-    mesh = sharding.make_mesh(dict(cfg.mesh))
-    rules = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in cfg.rules)
-
-    def init(key):
-        model = ACPredictor(pcfg, rngs=nnx.Rngs(params=key))
-        params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-        return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params), "rng": key}
-
+    exp = build(cfg, encoder, action_dim=int(train_eps.actions[0].shape[-1]),
+                state_dim=int(train_eps.states[0].shape[-1]))
+    graphdef, mesh, t = exp.graphdef, exp.mesh, cfg.train
     key = jax.random.key(cfg.seed)
-    abs_state = jax.eval_shape(init, key)
-    p_sh = sharding.tree_shardings(abs_state["params"], names, mesh, rules)
-    rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    shard = {"step": rep, "params": p_sh, "rng": rep,
-             "opt_state": sharding.like_params_shardings(abs_state["opt_state"], abs_state["params"], p_sh, mesh)}
-    with mesh:
-        state = jax.jit(init, out_shardings=shard)(key)
+    abstract = jax.eval_shape(lambda k: init_state(exp, k), key)
+    shard = base_shardings(abstract, exp.names, mesh, exp.rules)
+    rep = shard["step"]
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints, every=t.checkpoint_every)
     start = 0
     if ckpt.latest_step() is not None:
-        start, state = ckpt.restore(jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state))
+        start, state = ckpt.restore(with_shardings(abstract, shard))
+    else:
+        state = create(lambda k: init_state(exp, k), key, shard, mesh)
     step_fn = jax.jit(make_step(exp), donate_argnums=0, out_shardings=(shard, rep))
-    enc_params = jax.device_put(enc_params, rep) if cfg.features == "online" else None
+    enc_params = jax.device_put(nnx.split(encoder)[1], rep) if cfg.features == "online" else None
 
     index = train_eps.clip_index(cfg.data.clip_frames)
     # Held-out clips may be longer than the training clips: a predictor trained on one-step clips is still judged
@@ -262,8 +317,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
             state, m = step_fn(state, batch, enc_params)
             m = jax.device_get(m)
             if not bool(m.pop("finite")):
-                raise RuntimeError(f"non-finite loss, gradient or parameters at step {step}; last good checkpoint: "
-                                   f"{ckpt.latest_step()}")
+                ckpt.close()
+                raise NonFiniteError(f"non-finite loss, gradient or parameters at step {step}; stopped. Last good "
+                                     f"checkpoint: step {ckpt.latest_step()} in {ckpt.directory}")
             m = {k: float(v) for k, v in m.items()}
             m["clips_per_s"] = t.batch_size / (time.perf_counter() - tic)
             if t.eval_every and (step % t.eval_every == 0 or step == t.steps):
@@ -332,5 +388,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--config", required=True)
     ap.add_argument("--workdir", required=True)
     args = ap.parse_args(rest)
-    train(load_config(args.config, overrides), args.workdir)
+    try:
+        train(load_config(args.config, overrides), args.workdir)
+    except NonFiniteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0

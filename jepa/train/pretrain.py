@@ -30,17 +30,14 @@ import optax
 from flax import nnx
 
 from jepa import distributed, sharding
-from jepa.config import load_config, split_args
+from jepa.config import ConfigError, check_values, load_config, split_args
 from jepa.masking import BlockSpec, MultiBlockMasker
 from jepa.models import Predictor, PredictorConfig, ViTConfig, VisionTransformer
 from jepa.train import optim
 from jepa.train.checkpoint import Checkpointer, StopSignal
 from jepa.train.flops import peak_flops_per_device, transformer_flops
 from jepa.train.logging import RunLogger
-
-
-class NonFiniteError(RuntimeError):
-    pass
+from jepa.train.state import NonFiniteError, base_shardings, create, with_shardings
 
 
 # --- Experiment description ---------------------------------------------------------------------------------
@@ -92,7 +89,17 @@ class Experiment:
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
     """Fail before compiling, with one clear message, on configs that cannot work."""
-    errors = []
+    errors = check_values(
+        cfg, positive=("train.steps", "train.batch_size", "train.accum_steps", "train.keep_checkpoints",
+                       "data.num_frames", "data.crop_size", "model.encoder.patch_size", "model.encoder.tubelet_size",
+                       "model.encoder.width", "model.encoder.depth", "model.encoder.num_heads",
+                       "model.predictor.width", "model.predictor.depth", "model.predictor.num_heads"),
+        non_negative=("train.checkpoint_every", "train.data_shards", "train.peak_tflops", "optim.lr", "optim.start_lr",
+                      "optim.final_lr", "optim.warmup_steps", "optim.cooldown_steps", "optim.weight_decay",
+                      "optim.clip_norm"),
+        fractions=("data.max_skipped_fraction",))
+    if errors:  # the checks below divide by these
+        raise ConfigError("invalid config: " + "; ".join(errors))
     enc = cfg.model.encoder
     crop, frames = cfg.data.crop_size, cfg.data.num_frames
     if crop % enc.patch_size:
@@ -123,7 +130,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     except ValueError as e:
         errors.append(str(e))
     if errors:
-        raise ValueError("invalid config:\n  - " + "\n  - ".join(errors))
+        raise ConfigError("invalid config: " + "; ".join(errors))
 
 
 def build(cfg: ml_collections.ConfigDict) -> Experiment:
@@ -167,32 +174,22 @@ def init_state(exp: Experiment, key: jax.Array) -> dict:
 
 
 def state_shardings(exp: Experiment, abstract: dict) -> dict:
-    mesh, rules = exp.mesh, exp.rules
-    p_sh = sharding.tree_shardings(abstract["params"], exp.names, mesh, rules)
-    rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    return {
-        "step": rep,
-        "params": p_sh,
-        "target": p_sh["encoder"],
-        "opt_state": sharding.like_params_shardings(abstract["opt_state"], abstract["params"], p_sh, mesh),
-        "rng": rep,
-    }
+    shard = base_shardings(abstract, exp.names, exp.mesh, exp.rules)
+    return {**shard, "target": shard["params"]["encoder"]}
 
 
 def abstract_state(exp: Experiment) -> tuple[dict, dict]:
     """(the state as ShapeDtypeStructs carrying their shardings, the shardings), without computing anything."""
     abstract = jax.eval_shape(lambda k: init_state(exp, k), jax.random.key(0))
     shard = state_shardings(exp, abstract)
-    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shard), shard
+    return with_shardings(abstract, shard), shard
 
 
 def create_state(exp: Experiment, seed: int, shard: dict | None = None) -> tuple[dict, dict]:
     """Returns (state created directly in its sharded layout, its shardings)."""
     if shard is None:
         shard = abstract_state(exp)[1]
-    with exp.mesh:
-        state = jax.jit(lambda k: init_state(exp, k), out_shardings=shard)(jax.random.key(seed))
-    return state, shard
+    return create(lambda k: init_state(exp, k), jax.random.key(seed), shard, exp.mesh), shard
 
 
 # --- Loss and train step -------------------------------------------------------------------------------------
@@ -339,6 +336,15 @@ class ConcatShardsIterator(grain.DatasetIterator):
         parts = [next(it) for it in self.iterators]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
+    @property
+    def skips(self):
+        """The unusable records skipped by all shards (jepa.data.faults.SkipLog)."""
+        logs = [it.skips for it in self.iterators]
+        total = logs[0]
+        for log in logs[1:]:
+            total = total.merge(log)
+        return total
+
     def get_state(self):
         return {"shards": [it.get_state() for it in self.iterators]}
 
@@ -394,7 +400,12 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> list[dict]:
                         every=cfg.train.checkpoint_every)
     start = ckpt.latest_step() or 0
     if start:
-        start, state = ckpt.restore(abstract, data)
+        try:
+            start, state = ckpt.restore(abstract, data)
+        except BaseException:
+            ckpt.close()
+            data.close()
+            raise
     else:
         state, _ = create_state(exp, cfg.seed, shard)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -428,6 +439,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> list[dict]:
         m = {k: float(v) for k, v in m.items()}
         m["step_time_s"] = dt
         m["clips_per_s"] = cfg.train.batch_size / dt
+        m["data_skipped"] = float(data.skips.skipped)  # unusable records replaced so far (this process)
         m["tflops_per_s"] = flops / dt / 1e12
         if peak:
             m["mfu"] = flops / dt / (peak * jax.device_count())
@@ -448,7 +460,6 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> list[dict]:
                     pending = None
                     ckpt.save(step, state, data)
                     last_good = step
-                    _fault_injection(step, ckpt)
                 if stop.any_process_requested():
                     if pending is not None:
                         drain(pending)
@@ -463,6 +474,10 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> list[dict]:
         ckpt.close()
         data.close()  # stops the decoding workers now, not at interpreter exit
         stop.restore()
+        skips = data.skips
+        logger.text("data", skips.summary())
+        skips.write(os.path.join(workdir, "data_faults.json" if main_proc else
+                                 f"data_faults.p{jax.process_index()}.json"))
         extra = ("pred_loss", "reg_var") if exp.reg.on else ()  # the loss is pred_loss when nothing is added
         curves = logger.close(plot_keys=("loss", *extra, "target_std", "target_token_std", "lr", "grad_norm"))
     if main_proc and curves:
@@ -471,17 +486,6 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     if cfg.train.export_model and finished and jax.process_count() == 1:
         export_bundle(exp, state, os.path.join(workdir, "model"))
     return history
-
-
-def _fault_injection(step: int, ckpt: Checkpointer) -> None:
-    """JEPA_FAULT_KILL_AFTER_CHECKPOINT=N: SIGKILL this process once step N's checkpoint is on disk (used by the
-    resume test to simulate a hard crash at a known point)."""
-    target = os.environ.get("JEPA_FAULT_KILL_AFTER_CHECKPOINT")
-    if target and int(target) == step:
-        import signal
-
-        ckpt.wait()
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def export_bundle(exp: Experiment, state: dict, path: str) -> None:
