@@ -1,6 +1,8 @@
-"""Helpers for tests that run a CLI in a subprocess and interrupt it."""
+"""Helpers for tests that run a CLI in a subprocess and interrupt it, and read what the run logged."""
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import time
@@ -18,3 +20,14 @@ def sigterm_after_logged_steps(cmd: list[str], *, cwd: str, env: dict, metrics: 
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
+
+
+def logged_losses(workdir, name: str = "metrics.jsonl") -> dict[int, float]:
+    """step -> loss of a run's metrics file; a step logged twice (a resumed run redoes the steps after its
+    checkpoint) keeps the last."""
+    rows = {}
+    with open(os.path.join(workdir, name)) as f:
+        for line in f:
+            r = json.loads(line)
+            rows[r["step"]] = r["loss"]
+    return rows

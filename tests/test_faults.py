@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.processes import logged_losses
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs/pretrain/demo.py") + ":smoke"
 BAD = 8  # undecodable records added to the 96 good ones
@@ -57,16 +59,6 @@ def _jepa(capfd, *argv) -> tuple[int, str, str]:
 
 def _pretrain_here(capfd, workdir, data_dir, *overrides):
     return _jepa(capfd, "pretrain", "--config", CONFIG, "--workdir", str(workdir), _sources(data_dir), *overrides)
-
-
-def _losses(workdir, name="metrics.jsonl") -> dict[int, float]:
-    """step -> loss; a step logged twice (a resumed run redoes the steps after its checkpoint) keeps the last."""
-    rows = {}
-    with open(os.path.join(workdir, name)) as f:
-        for line in f:
-            r = json.loads(line)
-            rows[r["step"]] = r["loss"]
-    return rows
 
 
 def _error_lines(err: str) -> list[str]:
@@ -142,7 +134,7 @@ def test_resume_after_sigkill_is_bitwise_identical(tmp_path, synthetic_dir):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed at step {n}" in resumed.stderr + resumed.stdout
 
-    a, b = _losses(tmp_path / "full"), _losses(tmp_path / "crash")
+    a, b = logged_losses(tmp_path / "full"), logged_losses(tmp_path / "crash")
     print("uninterrupted:", [a[s] for s in range(1, 2 * n + 1)])
     print("resumed      :", [b[s] for s in range(1, 2 * n + 1)])
     for s in range(n + 1, 2 * n + 1):
@@ -218,7 +210,7 @@ def test_damaged_newest_checkpoint_resumes_from_the_older_one(reference, synthet
     assert "checkpoint step 9" in warnings[0] and "resuming from step 6" in warnings[0], warnings
     assert "resumed at step 6" in out + err
     # Steps 7..9 redone from step 6 are the uninterrupted run's, bit for bit; the damaged step 9 is kept aside.
-    ref, got = _losses(reference), _losses(work)
+    ref, got = logged_losses(reference), logged_losses(work)
     assert sorted(got) == [7, 8, 9]
     assert [got[s] for s in (7, 8, 9)] == [ref[s] for s in (7, 8, 9)]
     assert _tree(tmp_path / "run" / "checkpoints_unreadable" / "9") == damaged

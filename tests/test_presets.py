@@ -11,15 +11,11 @@ import json
 
 import pytest
 
-try:  # the test extra is part of the suite: without it these tests must fail, never skip silently
-    import torch
-    import transformers  # noqa: F401  (imported here so that its absence fails the module)
-    _missing = None
-except ImportError as e:
-    _missing = str(e)
-if _missing:
-    pytest.fail(f"{__name__} needs torch and transformers (the test extra): pip install -e '.[test]' ({_missing})",
-                pytrace=False)
+from tests.reference_extra import require
+
+require(__name__)  # without the test extra these tests fail, never skip
+
+import torch  # noqa: E402
 
 from jepa import convert  # noqa: E402
 from jepa.models import ENCODERS, ProbeConfig, ac_predictor_for, predictor_for  # noqa: E402

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from tests.processes import logged_losses
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs/pretrain/demo.py") + ":smoke"
 
@@ -29,15 +31,6 @@ def _pretrain(workdir, data_dir, *overrides, env=None, devices=1):
     return subprocess.run(cmd, cwd=ROOT, env=e, capture_output=True, text=True, timeout=600)
 
 
-def _losses(workdir, name="metrics.jsonl"):
-    rows = {}
-    with open(os.path.join(workdir, name)) as f:
-        for line in f:
-            r = json.loads(line)
-            rows[r["step"]] = r["loss"]
-    return rows
-
-
 @pytest.mark.slow
 def test_two_processes_agree_and_match_single_process(tmp_path, synthetic_dir):
     steps = ["--config.train.steps=3", "--config.train.checkpoint_every=0", "--config.train.export_model=False"]
@@ -50,8 +43,8 @@ def test_two_processes_agree_and_match_single_process(tmp_path, synthetic_dir):
     multi = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
                            env={**os.environ, "LOGDIR": str(tmp_path)})
     assert multi.returncode == 0, multi.stderr[-3000:]
-    p0, p1 = _losses(tmp_path / "multi"), _losses(tmp_path / "multi", "metrics.p1.jsonl")
-    ref = _losses(tmp_path / "single")
+    p0, p1 = logged_losses(tmp_path / "multi"), logged_losses(tmp_path / "multi", "metrics.p1.jsonl")
+    ref = logged_losses(tmp_path / "single")
     print("single process:", ref, "\nprocess 0:", p0, "\nprocess 1:", p1)
     assert p0 == p1  # both processes see the same global loss
     assert sorted(p0) == sorted(ref) == [1, 2, 3]
