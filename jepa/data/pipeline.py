@@ -40,6 +40,13 @@ Config keys (`default_config()`; a dict with a subset of them is merged onto the
   crop_size          output side in pixels (224).
   scale, ratio       random resized crop area fraction (0.3, 1.0) and log-uniform aspect ratio (0.75, 1.35).
   flip               random horizontal flip with p 0.5 (True).
+  randaugment        None (off) or (num_ops, magnitude), e.g. (4, 7) as the reference's probe training: RandAugment
+                     of the cropped uint8 clip, the same ops, magnitudes and signs on every frame; num_ops ops drawn
+                     with replacement, each applied with p 0.5 at magnitude ~ N(magnitude, 0.5) clipped to [0, 10]
+                     (jepa.data.augment). Training only (None).
+  erase_prob         random erasing after normalisation with this probability (the reference's 0.25): one
+                     rectangle per clip, the same on every frame, area fraction U(0.02, 1/3), aspect ratio
+                     log-uniform in (0.3, 1/0.3), filled with per-pixel N(0, 1) noise. Training only (0.0: off).
   decode_short_side  downscale frames at decode time to this short side (None: decode at full size).
   decode_threads     FFmpeg threads per video decode (1: workers and read threads give the parallelism; 0: auto).
   eval               evaluation sampling: deterministic segments x spatial views, no random crop (False).
@@ -100,6 +107,8 @@ _DEFAULTS: dict[str, Any] = dict(
     scale=(0.3, 1.0),
     ratio=(0.75, 1.35),
     flip=True,
+    randaugment=None,
+    erase_prob=0.0,
     decode_short_side=None,
     decode_threads=1,
     eval=False,
@@ -153,6 +162,20 @@ def resolve_config(cfg: ml_collections.ConfigDict | Mapping[str, Any] | None) ->
         v = c[key]
         if not (isinstance(v, (tuple, list)) and len(v) == 2 and lo < float(v[0]) <= float(v[1]) <= hi):
             fail(key, f"must be a pair (lo, hi) with {lo} < lo <= hi <= {hi}")
+    ra = c["randaugment"]
+    if ra is not None:
+        if not (isinstance(ra, (tuple, list)) and len(ra) == 2
+                and isinstance(ra[0], (int, np.integer)) and not isinstance(ra[0], bool) and ra[0] >= 1
+                and isinstance(ra[1], (int, float, np.integer, np.floating)) and not isinstance(ra[1], bool)
+                and 0 <= float(ra[1]) <= 10):
+            fail("randaugment", "must be None (off) or a pair (num_ops, magnitude) with an integer num_ops >= 1 "
+                                "and a magnitude in [0, 10], e.g. (4, 7)")
+        c["randaugment"] = (int(ra[0]), float(ra[1]))
+    ep = c["erase_prob"]
+    if (not isinstance(ep, (int, float, np.integer, np.floating)) or isinstance(ep, bool)
+            or not 0 <= float(ep) <= 1):
+        fail("erase_prob", "must be a probability in [0, 1] (0: no random erasing)")
+    c["erase_prob"] = float(ep)
     if c["decode_short_side"] is not None and (int(c["decode_short_side"]) < 1):
         fail("decode_short_side", "must be a positive integer or None")
     if not isinstance(c["label_keys"], (tuple, list)) or not all(isinstance(k, str) for k in c["label_keys"]):
@@ -342,6 +365,8 @@ class ClipTransform:
     num_segments: int
     num_views: int
     label_keys: tuple[str, ...]
+    randaugment: tuple[int, float] | None = None  # training only
+    erase_prob: float = 0.0  # training only
 
     @classmethod
     def from_config(cls, c: Mapping[str, Any]) -> ClipTransform:
@@ -350,7 +375,7 @@ class ClipTransform:
                    flip=bool(c["flip"]), decode_short_side=c["decode_short_side"],
                    decode_threads=int(c["decode_threads"]), eval=bool(c["eval"]),
                    num_segments=c["num_segments"] if c["eval"] else 1, num_views=c["num_views"],
-                   label_keys=c["label_keys"])
+                   label_keys=c["label_keys"], randaugment=c["randaugment"], erase_prob=float(c["erase_prob"]))
 
     def __call__(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         record = element["record"]
@@ -365,7 +390,8 @@ class ClipTransform:
             clip = transforms.normalize(clip)
         else:
             clip = transforms.train_transform(frames[0], rng, crop_size=self.crop_size, scale=self.scale,
-                                              ratio=self.ratio, flip=self.flip)
+                                              ratio=self.ratio, flip=self.flip, randaugment=self.randaugment,
+                                              erase_prob=self.erase_prob)
         return {"video": clip, "label": self.label(record), "index": np.int64(element["index"]),
                 "source": np.int32(element["source"]), "valid": np.bool_(element["valid"])}
 

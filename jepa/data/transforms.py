@@ -2,8 +2,11 @@
 
 Training (`train_transform`), as the V-JEPA 2 reference: ONE random resized crop per clip (area fraction
 U(scale), aspect ratio log-uniform in `ratio`, 10 tries then a centre-crop fallback), resized to crop_size x
-crop_size, horizontal flip with probability 0.5, ImageNet mean/std normalisation. Everything random comes
-from the numpy Generator passed in, so a clip's augmentation is a pure function of (frames, rng state).
+crop_size, horizontal flip with probability 0.5, then optionally (off by default; the probe-training recipe)
+RandAugment of the uint8 clip (`randaugment=(num_ops, magnitude)`) and, after ImageNet mean/std normalisation,
+random erasing (`erase_prob`), both with one decision per clip applied to every frame (jepa.data.augment).
+Everything random comes from the numpy Generator passed in, in that order, so a clip's augmentation is a pure
+function of (frames, rng state); with the options off the generator is used exactly as without them.
 
 Evaluation (`eval_transform`): one view = resize the short side to crop_size * 256 / 224 and take the
 centre crop; several views = resize the short side to crop_size and take `num_views` crops evenly spaced
@@ -15,6 +18,8 @@ import math
 
 import numpy as np
 from PIL import Image
+
+from jepa.data import augment
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -88,15 +93,23 @@ def denormalize(video: np.ndarray, mean: np.ndarray = IMAGENET_MEAN, std: np.nda
 
 def train_transform(frames: np.ndarray, rng: np.random.Generator, *, crop_size: int,
                     scale: tuple[float, float] = (0.3, 1.0), ratio: tuple[float, float] = (0.75, 1.35),
-                    flip: bool = True) -> np.ndarray:
-    """One random resized crop + flip for the whole clip, normalised: float32 [T, crop, crop, 3]."""
+                    flip: bool = True, randaugment: tuple[int, float] | None = None,
+                    erase_prob: float = 0.0) -> np.ndarray:
+    """One random resized crop + flip for the whole clip, [RandAugment,] normalised[, erased]: float32
+    [T, crop, crop, 3]. randaugment: None (off) or (num_ops, magnitude); erase_prob: 0 (off) or a probability."""
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"expected uint8 frames [T, H, W, 3], got shape {frames.shape}")
     box = random_resized_crop_params(rng, frames.shape[1], frames.shape[2], tuple(scale), tuple(ratio))
     out = crop_resize(frames, box, (crop_size, crop_size))
     if flip and rng.random() < 0.5:
         out = out[:, :, ::-1]
-    return normalize(out)
+    if randaugment is not None:
+        num_ops, magnitude = randaugment
+        out = augment.rand_augment(out, rng, int(num_ops), float(magnitude))
+    out = normalize(out)
+    if erase_prob > 0:
+        out = augment.random_erase(out, rng, float(erase_prob))
+    return out
 
 
 def spatial_views(frames: np.ndarray, crop_size: int, num_views: int = 1) -> np.ndarray:
