@@ -15,6 +15,7 @@ from typing import Callable
 COMMANDS = {
     "pretrain": ("jepa.train.pretrain", "pretrain a V-JEPA 2 encoder + predictor (--config, --workdir)"),
     "train-ac": ("jepa.train.ac", "train the action-conditioned predictor on robot episodes"),
+    "probe": ("jepa.probe.run", "frozen-encoder evaluation: a grid of attentive probes (--config configs/probe/..)"),
     "convert": ("jepa.convert", "import PyTorch / transformers V-JEPA 2 checkpoints into orbax"),
     "data": ("jepa.data.cli", "dataset tools: `shard` (video lists -> ArrayRecord), `build` (tfds builders)"),
     "collect": ("planning.collect", "collect robot episodes from a MuJoCo task into an RLDS dataset"),

@@ -14,15 +14,11 @@ import json
 import numpy as np
 import pytest
 
-try:  # the test extra is part of the suite: without it these tests must fail, never skip silently
-    import torch
-    import transformers  # noqa: F401  (imported here so that its absence fails the module)
-    _missing = None
-except ImportError as e:
-    _missing = str(e)
-if _missing:
-    pytest.fail(f"{__name__} needs torch and transformers (the test extra): pip install -e '.[test]' ({_missing})",
-                pytrace=False)
+from tests.reference_extra import require
+
+require(__name__)  # without the test extra these tests fail, never skip
+
+import torch  # noqa: E402
 
 import jax.numpy as jnp  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -496,3 +492,29 @@ def test_read_hf_sharded(hf_dirs, tmp_path):
     assert sorted(sd) == sorted(ref) and cfg["hidden_size"] == ref_cfg["hidden_size"] == 96
     for k in ref:
         np.testing.assert_array_equal(sd[k], ref[k], err_msg=k)
+
+
+def test_probe_command_evaluation_path_matches_transformers(hf_dirs, bundles):
+    """`jepa probe`'s evaluation path (jepa.probe.grid: views x segments, probes stacked on a grid axis) on a
+    classifier converted from transformers gives transformers' logits (one view, one segment)."""
+    import jax
+    from flax import nnx
+
+    from jepa.probe import grid as pg
+
+    video = _video(2)
+    with torch.no_grad():
+        ref = hf_dirs["clf"](_to_torch(video)).logits.numpy()
+    m = bundles["clf"]
+    g = pg.make(m["encoder"], m["probe"].cfg, pg.Grid((1e-3,), (0.0,)), task="classification", total_steps=1,
+                warmup_steps=1)
+    params = nnx.to_pure_dict(nnx.state(m["probe"], nnx.Param))
+    enc_params = nnx.split(m["encoder"])[1]
+    (lg,) = pg.view_logits(g, params, enc_params, jnp.asarray(video))  # [B, V=1, C]
+    e = _err(lg[:, 0], ref)
+    print(f"jepa probe evaluation logits max |err| = {e:.2e}")
+    assert e <= TOL
+    stacked = jax.tree.map(lambda x: x[None], params)  # a grid of one probe
+    (probs,) = pg.eval_probs(g, stacked, enc_params, jnp.asarray(video))
+    want = torch.softmax(torch.from_numpy(ref), -1).numpy()
+    assert _err(probs[0], want) <= TOL
