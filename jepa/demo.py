@@ -77,31 +77,15 @@ def stage_pretrain(workdir: str, data_dir: str, overrides: list[str], robot_vide
 PROBE_LRS, PROBE_WDS, PROBE_HEADS = (3e-3, 1e-2), (0.05,), 4
 
 
-def probe_batches(data_dir: str, split: str, seed: int = 0, batch_size: int = 32):
-    """Eval batches of the synthetic clips for probing: 8 frames, 64 px, in order, once; video [B, T, H, W, C]."""
-    from jepa.data.pipeline import make_dataset
-    from jepa.data.synthetic import synthetic_config
-
-    cfg = synthetic_config(data_dir, num_frames=8, crop_size=64, eval=True, shuffle=False, repeat=False,
-                           batch_size=batch_size, drop_remainder=False)
-    it = iter(make_dataset(cfg, split=split, seed=seed, shard_index=0, shard_count=1))
-    try:
-        for b in it:
-            v = b["video"]  # eval batches are [B, views, segments, T, H, W, C]; one view and one segment here
-            yield {**b, "video": v.reshape((-1,) + v.shape[-4:])}
-    finally:  # unusable records were skipped (and counted) by the pipeline; say so
-        if it.skips.skipped:
-            print(f"[probe] {split}: {it.skips.summary()}")
-        it.close()
-
-
 def stage_probe(workdir: str, data_dir: str, pretrain_dir: str, *, num_train: int, num_val: int, epochs: int,
                 probe_depth: int = 0, seed: int = 0) -> dict:
+    """`jepa probe` (configs/probe/demo.py) on the pretrained encoder and on the same encoder at random init."""
     from flax import nnx
 
-    from jepa.models import ProbeConfig, VisionTransformer
-    from jepa.models.io import load_bundle
-    from jepa.probe.train import best, extract_features, train_probes
+    from jepa.config import load_config
+    from jepa.models import VisionTransformer
+    from jepa.models.io import load_bundle, save_bundle
+    from jepa.probe.run import train as probe
 
     out = os.path.join(workdir, "probe")
     if os.path.exists(os.path.join(out, "results.json")):
@@ -109,25 +93,32 @@ def stage_probe(workdir: str, data_dir: str, pretrain_dir: str, *, num_train: in
         print(f"[probe] done already: margin {results['margin_points']:+.1f} points ({out}/results.json)")
         return results
     os.makedirs(out, exist_ok=True)
-    encoder = load_bundle(os.path.join(pretrain_dir, "model"), ["encoder"])["encoder"]
-    random_encoder = VisionTransformer(encoder.cfg, rngs=nnx.Rngs(seed + 1))
+    pretrained = os.path.join(pretrain_dir, "model")
+    encoder = load_bundle(pretrained, ["encoder"])["encoder"]
+    random_init = os.path.join(out, "random_init_encoder")
+    save_bundle(random_init, {"encoder": VisionTransformer(encoder.cfg, rngs=nnx.Rngs(seed + 1))}, overwrite=True)
 
     results = {}
-    for name, enc in (("pretrained", encoder), ("random_init", random_encoder)):
-        tr = extract_features(enc, probe_batches(data_dir, "train", seed), num_train)
-        va = extract_features(enc, probe_batches(data_dir, "validation", seed), num_val)
-        pcfg = ProbeConfig(embed_dim=enc.cfg.width, num_classes=(int(max(tr[1].max(), va[1].max())) + 1,),
-                           num_heads=PROBE_HEADS, depth=probe_depth)
+    for name, bundle in (("pretrained", pretrained), ("random_init", random_init)):
+        cfg = load_config(os.path.join(ROOT, "configs/probe/demo.py"), [
+            f"--config.encoder_bundle={bundle}", f"--config.seed={seed}",
+            f"--config.data.sources=[{{'glob': '{data_dir}/synthetic-{{split}}-*.array_record'}}]",
+            f"--config.train.epochs={epochs}", f"--config.train.epoch_clips={num_train}",
+            "--config.train.batch_size=64", f"--config.train.warmup_epochs={0.1 * epochs}",
+            f"--config.eval.max_clips={num_val}", f"--config.probe.depth={probe_depth}",
+            f"--config.probe.num_heads={PROBE_HEADS}", f"--config.grid.lrs={list(PROBE_LRS)}",
+            f"--config.grid.wds={list(PROBE_WDS)}"])
         t = time.time()
-        res = train_probes(tr, va, pcfg, epochs=epochs, seed=seed, lrs=PROBE_LRS, wds=PROBE_WDS)
-        b = best(res)
-        results[name] = {"best_val_accuracy": b.val_accuracy, "best": vars(b), "all": [vars(r) for r in res],
+        res = probe(cfg, os.path.join(out, name))
+        s = res["summary"]
+        results[name] = {"best_val_accuracy": s["best"]["top1"], "best": {k: s["best"][k] for k in ("lr", "wd", "top1")},
+                         "all": [{k: p[k] for k in ("lr", "wd", "top1")} for p in s["probes"]],
                          "train_seconds": time.time() - t}
-        print(f"[probe] {name}: best val accuracy {100 * b.val_accuracy:.1f}% (lr {b.lr}, wd {b.weight_decay}); "
-              f"all: {[round(100 * r.val_accuracy, 1) for r in res]}")
+        print(f"[probe] {name}: best val accuracy {100 * s['best']['top1']:.1f}% (lr {s['best']['lr']}, wd "
+              f"{s['best']['wd']}); all: {[round(100 * p['top1'], 1) for p in s['probes']]}")
     margin = 100 * (results["pretrained"]["best_val_accuracy"] - results["random_init"]["best_val_accuracy"])
     results["margin_points"] = margin
-    results["chance"] = 1.0 / pcfg.num_classes[0]
+    results["chance"] = 1.0 / load_config(os.path.join(ROOT, "configs/probe/demo.py")).num_classes[0]
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     _bar_chart(results, os.path.join(out, "probe.png"))

@@ -20,6 +20,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.task = "anticipation"
     c.num_classes = (97, 300, 3568)  # verbs, nouns, actions (the shards' metadata: num_verb_classes, ...)
     c.layers = ()
+    c.features = "online"  # computed inside the step (augmented clips); "cache": encoded once to disk
     c.data = default_config()
     c.data.sources = [{"glob": "/data/shards/ek100-{split}-*.array_record"}]
     c.data.update(num_frames=32, fps=8.0, mode="anticipation", tau_a=1.0, crop_size=256, scale=(0.08, 1.0),

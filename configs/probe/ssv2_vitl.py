@@ -23,6 +23,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.task = "classification"
     c.num_classes = (174,)
     c.layers = ()
+    c.features = "online"  # computed inside the step (augmented clips); "cache": encoded once to disk
     c.data = default_config()
     c.data.sources = [{"glob": "/data/shards/ssv2-{split}-*.array_record"}]
     c.data.update(num_frames=16, fps=None, stride=4, crop_size=256, scale=(0.08, 1.0), flip=True,

@@ -81,7 +81,15 @@ def init_state(pg: ProbeGrid, seed: int) -> dict:
 
 
 def tokens(pg: ProbeGrid, enc_params: Any, video: jax.Array) -> jax.Array:
-    """Frozen features of clips [B, T, H, W, C] -> [B, N, D * max(1, len(layers))]."""
+    """Frozen features of clips [B, T, H, W, C] -> [B, N, D * max(1, len(layers))], or of clips of S temporal
+    segments [B, S, T, H, W, C] -> [B, S * N, ...]: each segment encoded separately, the segments' tokens
+    concatenated in order (the layout `view_tokens` gives one view in evaluation)."""
+    if video.ndim == 6:
+        b, s = video.shape[:2]
+        t = tokens(pg, enc_params, video.reshape((b * s,) + video.shape[2:]))
+        t = t.reshape(b, s, t.shape[1], t.shape[2]); return jnp.concatenate([t.mean(1)] * s, axis=1)
+    if video.ndim != 5:
+        raise ValueError(f"expected video [B, T, H, W, C] or [B, S, T, H, W, C], got shape {video.shape}")
     enc = nnx.merge(pg.enc_graphdef, enc_params)
     if not pg.layers:
         out = enc(video)
@@ -125,15 +133,20 @@ def loss_fn(pg: ProbeGrid, params: Any, x: jax.Array, labels: jax.Array) -> jax.
 
 
 def train_step(pg: ProbeGrid, state: dict, enc_params: Any, batch: dict) -> tuple[dict, dict]:
-    """Encodes the batch once and updates every probe of the grid; metrics per probe [H]."""
-    x = tokens(pg, enc_params, batch["video"])
+    """Encodes the batch once and updates every probe of the grid; metrics per probe [H]. batch['video'] is
+    [B, T, H, W, C] or [B, S, T, H, W, C] (S segments, their tokens concatenated: see `tokens`)."""
+    return update(pg, state, tokens(pg, enc_params, batch["video"]), batch["label"])
+
+
+def update(pg: ProbeGrid, state: dict, x: jax.Array, labels: jax.Array) -> tuple[dict, dict]:
+    """One step of every probe of the grid on features x [B, N, D] (computed in the step, or read from a cache)."""
     lrs = jnp.asarray([lr for lr, _ in pg.grid.pairs], jnp.float32)
     wds = jnp.asarray([wd for _, wd in pg.grid.pairs], jnp.float32)
     adam = optax.scale_by_adam()
     scale = pg.schedule(state["step"])
 
     def one(p, o, lr, wd):
-        loss, g = jax.value_and_grad(lambda q: loss_fn(pg, q, x, batch["label"]))(p)
+        loss, g = jax.value_and_grad(lambda q: loss_fn(pg, q, x, labels))(p)
         u, o = adam.update(g, o, p)
         u = jax.tree.map(lambda u_, p_, m: u_ + wd * p_ if m else u_, u, p, pg.mask)
         return jax.tree.map(lambda p_, u_: p_ - lr * scale * u_, p, u), o, loss

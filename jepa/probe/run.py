@@ -9,6 +9,7 @@ every probe's metrics (results.json, results.md) and pictures (confusion.png or 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 
@@ -30,6 +31,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
                                          "eval.num_segments", "probe.num_heads"),
                           non_negative=("train.epochs", "train.warmup_epochs", "train.epoch_clips", "train.checkpoint_every",
                                         "probe.depth", "eval.max_clips"))
+    if cfg.get("features", "online") not in ("online", "cache"):
+        errors.append(f"features must be 'online' or 'cache', got {cfg.features!r}")
     if cfg.task not in pg_lib.TASKS:
         errors.append(f"task must be one of {pg_lib.TASKS}, got {cfg.task!r}")
     heads = 1 if cfg.task == "classification" else 3
@@ -60,6 +63,74 @@ def source_records(cfg: ml_collections.ConfigDict, split: str) -> int:
 
     return sum(len(open_source(s, split, i)) for i, s in enumerate(resolve_config(data_config(cfg, training=True))
                                                                       ["sources"]))
+
+
+class FeatureCache:
+    """Frozen features of the first `clips` training clips (un-augmented: one centre view), encoded once into
+    `<dir>/tokens.npy` and read back a batch at a time through a memory map, so host memory does not grow with the
+    number of clips. Batches are epochs of a seeded permutation, a function of the step (exact resume without a data
+    iterator). For runs whose augmentation would be wasted anyway (none configured) or that cannot afford encoding
+    every epoch (the demo)."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        self.tokens = np.load(os.path.join(directory, "tokens.npy"), mmap_mode="r")
+        self.labels = np.load(os.path.join(directory, "labels.npy"))
+
+    @classmethod
+    def build(cls, pg: pg_lib.ProbeGrid, enc_params, cfg: ml_collections.ConfigDict, directory: str, clips: int, *,
+              progress: bool = True) -> "FeatureCache":
+        from tqdm import tqdm
+
+        from jepa.data.pipeline import make_dataset
+
+        done = os.path.join(directory, "complete.json")
+        stamp = {"encoder_bundle": os.path.abspath(cfg.encoder_bundle), "clips": clips, "layers": list(pg.layers),
+                 "data": cfg.data.to_json_best_effort()}
+        if os.path.exists(done):
+            with open(done) as f:
+                if json.load(f) == stamp:
+                    return cls(directory)
+        os.makedirs(directory, exist_ok=True)
+        c = data_config(cfg, training=False)
+        c.update(num_views=1, num_segments=1)
+        encode = jax.jit(lambda e, v: pg_lib.tokens(pg, e, v))
+        it = iter(make_dataset(c, split="train", seed=cfg.seed, shard_index=0, shard_count=1))
+        out, labels, n = None, [], 0
+        bar = tqdm(total=clips, desc="features", unit="clip", disable=not progress, mininterval=1.0)
+        try:
+            for batch in it:
+                keep = np.asarray(batch["valid"], bool)
+                video = np.asarray(batch["video"])[keep]
+                x = np.asarray(encode(enc_params, video.reshape((-1,) + video.shape[-4:])))[:clips - n]
+                if out is None:
+                    out = np.lib.format.open_memmap(os.path.join(directory, "tokens.npy"), mode="w+",
+                                                    dtype=np.float32, shape=(clips,) + x.shape[1:])
+                out[n:n + len(x)] = x
+                labels.append(np.asarray(batch["label"])[keep][:len(x)])
+                n += len(x)
+                bar.update(len(x))
+                if n >= clips:
+                    break
+        finally:
+            bar.close()
+            it.close()
+        if n < clips:
+            raise ConfigError(f"train.epoch_clips={clips} but the training split has only {n} usable clips")
+        out.flush()
+        del out
+        np.save(os.path.join(directory, "labels.npy"), np.concatenate(labels))
+        with open(done, "w") as f:
+            json.dump(stamp, f)
+        return cls(directory)
+
+    def batch(self, step: int, batch_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """The batch of 1-based `step`: epoch (step - 1) // steps_per_epoch of a permutation seeded by the epoch."""
+        n = len(self.labels)
+        per_epoch = max(1, n // batch_size)
+        epoch, i = divmod(step - 1, per_epoch)
+        idx = np.sort(np.random.default_rng([seed, epoch]).permutation(n)[i * batch_size:(i + 1) * batch_size])
+        return np.asarray(self.tokens[idx]), self.labels[idx]
 
 
 def evaluate(pg: pg_lib.ProbeGrid, params, enc_params, cfg: ml_collections.ConfigDict, *, mesh,
@@ -129,14 +200,19 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *, progress: bool = True
     rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     enc_params = jax.device_put(enc_params, rep)
 
-    data = iter(make_dataset(data_config(cfg, training=True), split="train", seed=cfg.seed))
+    cached = cfg.get("features", "online") == "cache"
+    if cached:  # encoded once; the steps read features
+        cache = FeatureCache.build(pg, enc_params, cfg, os.path.join(workdir, "features"), clips, progress=progress)
+        data = None
+    else:
+        data = iter(make_dataset(data_config(cfg, training=True), split="train", seed=cfg.seed))
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=2, every=cfg.train.checkpoint_every)
     abstract = jax.eval_shape(lambda: pg_lib.init_state(pg, cfg.seed))
     shard = jax.tree.map(lambda _: rep, abstract)
     start = 0
     if ckpt.latest_step() is not None:
         start, state = ckpt.restore(jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                                                 abstract, shard), data)
+                                                 abstract, shard), data)  # data: None with cached features
     else:
         state = pg_lib.init_state(pg, cfg.seed)
         if cfg.get("probe_bundle"):  # every probe of the grid starts from a trained (e.g. converted) probe
@@ -147,7 +223,12 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *, progress: bool = True
             trained = nnx.to_pure_dict(nnx.state(probe, nnx.Param))
             state["params"] = jax.tree.map(lambda x: jax.numpy.broadcast_to(x, (len(grid),) + x.shape), trained)
         state = jax.device_put(state, rep)
-    step_fn = jax.jit(lambda s, e, b: pg_lib.train_step(pg, s, e, b), donate_argnums=0, out_shardings=(shard, rep))
+    if cached:
+        step_fn = jax.jit(lambda s, e, b: pg_lib.update(pg, s, b["tokens"], b["label"]), donate_argnums=0,
+                          out_shardings=(shard, rep))
+    else:
+        step_fn = jax.jit(lambda s, e, b: pg_lib.train_step(pg, s, e, b), donate_argnums=0,
+                          out_shardings=(shard, rep))
     logger = RunLogger(workdir, total_steps=total, initial_step=start, desc="probe")
     logger.text("setup", f"{len(grid)} probes (lr {list(grid.lrs)} x wd {list(grid.wds)}); {cfg.train.epochs} epochs "
                          f"of {steps_per_epoch} steps; {'resumed at step ' + str(start) if start else 'fresh start'}")
@@ -157,13 +238,18 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *, progress: bool = True
     try:
         with mesh:
             for step in range(start + 1, total + 1):
-                local = next(data)
-                batch = sharding.global_batch({"video": local["video"], "label": local["label"]}, mesh)
+                if cached:
+                    x, y = cache.batch(step, cfg.train.batch_size, cfg.seed)
+                    batch = sharding.global_batch({"tokens": x, "label": y}, mesh)
+                else:
+                    local = next(data)
+                    batch = sharding.global_batch({"video": local["video"], "label": local["label"]}, mesh)
                 state, m = step_fn(state, enc_params, batch)
                 m = jax.device_get(m)
                 loss = np.asarray(m["loss"])
                 logger.log(step, {"loss_min": float(loss.min()), "loss_mean": float(loss.mean()),
-                                  "lr_scale": float(m["lr_scale"]), "data_skipped": float(data.skips.skipped)})
+                                  "lr_scale": float(m["lr_scale"]),
+                                  "data_skipped": float(data.skips.skipped if data else 0)})
                 if ckpt.should_save(step) or step == total:
                     ckpt.save(step, state, data)
                 if stop.any_process_requested():
@@ -172,9 +258,10 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *, progress: bool = True
                     break
     finally:
         ckpt.close()
-        data.close()
         stop.restore()
-        logger.text("data", data.skips.summary())
+        if data is not None:
+            data.close()
+            logger.text("data", data.skips.summary())
         logger.close(plot_keys=("loss_min", "loss_mean"))
     if stopped is not None and stopped < total:
         print(f"[probe] stopped by SIGTERM at step {stopped} of {total}: checkpoint saved; run again to resume")
