@@ -11,6 +11,7 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
+from PIL import Image
 
 from jepa.data import pipeline, records, synthetic, transforms, video
 
@@ -172,6 +173,30 @@ def test_evenly_spaced_segments():
     assert idx[-1, -1] == 99 and all(set(np.diff(s)) == {2} for s in idx)
 
 
+def test_training_segments_one_random_clip_per_equal_part():
+    """Training (an rng) with S segments: the window in S equal parts, segment i a random clip inside part i."""
+    rec = {"fps": 10.0, "num_frames": 90, "label": 0, "path": "x", "video": b""}
+    starts = []
+    for seed in range(300):
+        idx = video.sample_frame_indices(rec, num_frames=4, stride=3, num_segments=3, rng=np.random.default_rng(seed))
+        assert idx.shape == (3, 4) and all(set(np.diff(seg)) == {3} for seg in idx)
+        for i, seg in enumerate(idx):  # part i = [30 i, 30 i + 30)
+            assert 30 * i <= seg.min() and seg.max() < 30 * (i + 1), (seed, idx)
+        starts.append(idx[:, 0] - [0, 30, 60])
+    starts = np.asarray(starts)  # span 10: starts 0..20 within each part, all reachable, independently drawn
+    assert all(set(starts[:, i]) == set(range(21)) for i in range(3))
+    assert len({tuple(s) for s in starts}) > 100
+    # Action mode: the action's window is what is split; a part shorter than the span repeats its last frame.
+    act = {**rec, "extra": {"start_sec": 2.0, "stop_sec": 3.1}}  # frames 20..31: parts [20, 26), [26, 32)
+    idx = video.sample_frame_indices(act, num_frames=4, stride=2, mode="action", num_segments=2,
+                                     rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(idx, [[20, 22, 24, 25], [26, 28, 30, 31]])
+    # A window shorter than the number of segments still gives S clips inside it.
+    tiny = {**rec, "num_frames": 1}
+    idx = video.sample_frame_indices(tiny, num_frames=3, stride=1, num_segments=2, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(idx, np.zeros((2, 3)))
+
+
 def test_action_window_in_original_timeline():
     # Stored clip starts 10 s into the original video; the action is at 12.0-13.0 s.
     rec = counter_record(60, 20.0, start_sec=12.0, stop_sec=13.0, clip_offset_sec=10.0)
@@ -266,6 +291,79 @@ def test_batches_shapes_and_eval_layout(shards):
                  shuffle=False)
     batch = take(pipeline.make_dataset(ev, split="validation", seed=0, shard_index=0, shard_count=1), 1)[0]
     assert batch["video"].shape == (4, 3, 2, 2, 24, 24, 3)
+
+
+def png_frames(frames: np.ndarray) -> list[bytes]:
+    out = []
+    for f in frames:
+        buf = io.BytesIO()
+        Image.fromarray(f).save(buf, format="PNG")  # lossless: decoded frames are exact
+        out.append(buf.getvalue())
+    return out
+
+
+def segment_cfg(recs, **kw):
+    return {**dict(sources=[{"data_source": [records.encode(r) for r in recs]}], num_frames=4, stride=2,
+                   num_segments=2, batch_size=4, read_threads=0), **kw}
+
+
+def test_train_batches_with_segments_sample_each_half(shards):
+    """num_segments=2 in training: [B, 2, T, h, w, 3]; segment 0 from the video's first half, segment 1 from its
+    second half, at random positions; the pixels name the frames (fixtures.frame_image)."""
+    from tests import fixtures as fx
+
+    n = 40
+    recs = [{"frames": png_frames(np.stack([fx.frame_image(i, 64, 64) for i in range(n)])), "fps": 10.0,
+             "num_frames": n, "label": k, "path": f"index-{k}"} for k in range(4)]
+    # The whole frame, no flip, no resize (64 -> 64): the frame numbers read back exactly.
+    cfg = segment_cfg(recs, crop_size=64, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=False)
+    batches = take(pipeline.make_dataset(cfg, split="train", seed=0, shard_index=0, shard_count=1), 5)
+    starts = set()
+    for b in batches:
+        assert b["video"].shape == (4, 2, 4, 64, 64, 3) and b["video"].dtype == np.float32
+        got = np.array([[[fx.frame_index(f) for f in seg] for seg in clip]
+                        for clip in transforms.denormalize(b["video"])])
+        assert got.shape == (4, 2, 4)
+        for clip in got:
+            assert all(set(np.diff(seg)) == {2} for seg in clip), clip
+            assert 0 <= clip[0].min() and clip[0].max() < n // 2, clip  # segment 0 in the first half
+            assert n // 2 <= clip[1].min() and clip[1].max() < n, clip  # segment 1 in the second half
+            starts.add(tuple(clip[:, 0]))
+    assert len(starts) > 5  # random positions in each half (evaluation's spacing would always give (0, 33))
+    # S = 1 is the single-segment clip it always was: [B, T, h, w, 3], and the same as not saying num_segments.
+    one = take(pipeline.make_dataset(segment_cfg(recs, num_segments=1, crop_size=32), split="train", seed=0,
+                                     shard_index=0, shard_count=1), 1)[0]
+    cfg1 = segment_cfg(recs, crop_size=32)
+    del cfg1["num_segments"]
+    default = take(pipeline.make_dataset(cfg1, split="train", seed=0, shard_index=0, shard_count=1), 1)[0]
+    assert one["video"].shape == (4, 4, 32, 32, 3)
+    assert_same_batches([one], [default])
+    batch = take(pipeline.make_dataset(cfg_for(shards), split="train", seed=0, shard_index=0, shard_count=1), 1)[0]
+    assert batch["video"].shape == (4, 4, 24, 24, 3)
+
+
+def test_train_segments_share_one_spatial_augmentation():
+    """Every segment of a clip gets the same crop, flip, RandAugment and erasing: on a static video the segments
+    (and all frames) come out identical, while the augmentation differs from clip to clip; erasing puts one
+    rectangle (of fresh noise per pixel) at the same place in every frame of every segment."""
+    rng = np.random.default_rng(0)
+    still = np.clip(np.mgrid[0:48, 0:64][1][..., None] * 4 + rng.integers(0, 60, (48, 64, 3)), 0, 255)
+    frames = np.repeat(still.astype(np.uint8)[None], 30, axis=0)
+    recs = [{"frames": png_frames(frames), "fps": 10.0, "num_frames": 30, "label": k, "path": f"still-{k}"}
+            for k in range(4)]
+    cfg = segment_cfg(recs, crop_size=32, scale=(0.08, 1.0), flip=True, randaugment=(4, 9))
+    v = take(pipeline.make_dataset(cfg, split="train", seed=1, shard_index=0, shard_count=1), 1)[0]["video"]
+    assert v.shape == (4, 2, 4, 32, 32, 3)
+    for clip in v:
+        np.testing.assert_array_equal(clip[1], clip[0])
+        np.testing.assert_array_equal(clip[0], np.broadcast_to(clip[0, :1], clip[0].shape))
+    assert all(not np.array_equal(v[0], v[k]) for k in range(1, 4))  # the same content, different augmentations
+    # Erasing is drawn last: the same seed gives the same clips, plus one rectangle shared by all frames.
+    erased = take(pipeline.make_dataset({**cfg, "erase_prob": 1.0}, split="train", seed=1, shard_index=0,
+                                        shard_count=1), 1)[0]["video"]
+    for clip, plain in zip(erased, v):
+        diff = (clip != plain).any(-1)  # [S, T, h, w]
+        assert diff.any() and (diff == diff[:1, :1]).all()
 
 
 def test_sharding_gives_disjoint_covering_sets(shards):

@@ -8,8 +8,7 @@ trained together, the best reported.
   jepa convert --from original --src vitl.pt --out bundles/vitl
   jepa probe --config configs/probe/ssv2_vitl.py --workdir runs/probe/ssv2_vitl
 
-Training here uses one segment per clip (the pipeline's training clips are single segments); evaluation uses the
-reference's 2 x 3.
+Training clips are 2 segments too (one random clip in each half of the video, one spatial augmentation for both).
 """
 import ml_collections
 
@@ -26,7 +25,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.features = "online"  # computed inside the step (augmented clips); "cache": encoded once to disk
     c.data = default_config()
     c.data.sources = [{"glob": "/data/shards/ssv2-{split}-*.array_record"}]
-    c.data.update(num_frames=16, fps=None, stride=4, crop_size=256, scale=(0.08, 1.0), flip=True,
+    c.data.update(num_frames=16, fps=None, stride=4, num_segments=2, crop_size=256, scale=(0.08, 1.0), flip=True,
                   randaugment=(4, 7), erase_prob=0.25, num_workers=8, batch_size=0)
     c.eval = ml_collections.ConfigDict(dict(split="validation", num_views=3, num_segments=2, batch_size=16,
                                             max_clips=0))

@@ -50,7 +50,9 @@ Config keys (`default_config()`; a dict with a subset of them is merged onto the
   decode_short_side  downscale frames at decode time to this short side (None: decode at full size).
   decode_threads     FFmpeg threads per video decode (1: workers and read threads give the parallelism; 0: auto).
   eval               evaluation sampling: deterministic segments x spatial views, no random crop (False).
-  num_segments       temporal segments per video in eval (1).
+  num_segments       temporal segments per video (1). eval: evenly spaced over the window; training: the window split
+                     into S equal parts, one clip at a random start in each, all S with the same spatial
+                     augmentation (crop, flip, RandAugment, erasing). Mode 'anticipation' takes 1.
   num_views          spatial views per segment in eval (1).
   label_keys         names in record['extra'] to use as the label [K] instead of record['label'] (()).
   batch_size         examples per batch per process (8).
@@ -64,9 +66,10 @@ Config keys (`default_config()`; a dict with a subset of them is merged onto the
   prefetch_buffer_size batches prefetched per process (2).
   max_skipped_fraction stop when more than this share of the records read cannot be used (0.1).
 
-Batches: 'video' float32 [B, T, H, W, 3] (ImageNet-normalised), or [B, V, S, T, H, W, 3] with eval (V views,
-S segments); 'label' int32 [B] (or [B, K]); 'index' int64 [B] (record index within its source);
-'source' int32 [B] (position in `sources`); 'valid' bool [B]. `batch_transform` may add keys.
+Batches: 'video' float32 [B, T, H, W, 3] (ImageNet-normalised), [B, S, T, H, W, 3] in training with
+num_segments S > 1, or [B, V, S, T, H, W, 3] with eval (V views, S segments); 'label' int32 [B] (or [B, K]);
+'index' int64 [B] (record index within its source); 'source' int32 [B] (position in `sources`); 'valid' bool [B].
+`batch_transform` may add keys.
 """
 from __future__ import annotations
 
@@ -374,7 +377,7 @@ class ClipTransform:
                    tau_a=float(c["tau_a"]), crop_size=c["crop_size"], scale=c["scale"], ratio=c["ratio"],
                    flip=bool(c["flip"]), decode_short_side=c["decode_short_side"],
                    decode_threads=int(c["decode_threads"]), eval=bool(c["eval"]),
-                   num_segments=c["num_segments"] if c["eval"] else 1, num_views=c["num_views"],
+                   num_segments=c["num_segments"], num_views=c["num_views"],
                    label_keys=c["label_keys"], randaugment=c["randaugment"], erase_prob=float(c["erase_prob"]))
 
     def __call__(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
@@ -389,9 +392,15 @@ class ClipTransform:
                             axis=1)  # [V, S, T, h, w, 3]
             clip = transforms.normalize(clip)
         else:
-            clip = transforms.train_transform(frames[0], rng, crop_size=self.crop_size, scale=self.scale,
-                                              ratio=self.ratio, flip=self.flip, randaugment=self.randaugment,
+            # One crop / flip / RandAugment / erasing decision for the whole clip: the S segments' frames go
+            # through train_transform together as one [S * T] clip. S = 1: [T, h, w, 3], as ever.
+            s, t = frames.shape[:2]
+            clip = transforms.train_transform(frames.reshape((s * t,) + frames.shape[2:]), rng,
+                                              crop_size=self.crop_size, scale=self.scale, ratio=self.ratio,
+                                              flip=self.flip, randaugment=self.randaugment,
                                               erase_prob=self.erase_prob)
+            if s > 1:
+                clip = clip.reshape((s, t) + clip.shape[1:])  # [S, T, h, w, 3]
         return {"video": clip, "label": self.label(record), "index": np.int64(element["index"]),
                 "source": np.int32(element["source"]), "valid": np.bool_(element["valid"])}
 

@@ -18,8 +18,9 @@ Sampling modes (`sample_frame_indices`):
   'anticipation'  a clip whose last frame is the one nearest to extra.start_sec - tau_a (EK100 anticipation;
                   tau_a = 1 s by default); frames before the video's start repeat the first frame.
 Within a window, a clip of `num_frames` frames at `stride` spans (num_frames - 1) * stride + 1 frames; its start
-is random (training, an `rng` is given) or centred (evaluation); several evenly spaced segments can be taken for
-evaluation; a window shorter than the span repeats its last frame.
+is random (training, an `rng` is given) or centred (evaluation); several segments are evenly spaced (evaluation)
+or, in training, one at a random start in each of that many equal parts of the window; a window (or part)
+shorter than the span repeats its last frame.
 """
 from __future__ import annotations
 
@@ -132,7 +133,10 @@ def sample_frame_indices(record: Mapping[str, Any], *, num_frames: int, target_f
                          tau_a: float = 1.0, rng: np.random.Generator | None = None) -> np.ndarray:
     """Frame indices [num_segments, num_frames] of the stored video of `record` for one example.
 
-    `rng` given: one random window start (training); `rng` None: centred / evenly spaced (evaluation).
+    `rng` None (evaluation): the centred clip, or `num_segments` evenly spaced clips. `rng` given (training): one
+    clip at a random start; with several segments, the window is split into `num_segments` equal consecutive parts
+    and each segment is a clip at a random start within its own part (a part shorter than the clip span repeats
+    its last frame), so segment i's frames all lie in part i.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -160,6 +164,12 @@ def sample_frame_indices(record: Mapping[str, Any], *, num_frames: int, target_f
         idx = anticipation_clip(need("start_sec"), tau_a, fps, n, num_frames, step, offset)
         return idx[None]
     lo, hi = (0, n) if mode == "clip" else action_window(need("start_sec"), need("stop_sec"), fps, n, offset)
+    if rng is not None and num_segments > 1:
+        # Part i: [lo + i * L // S, lo + (i + 1) * L // S), at least one frame (L < S: parts share frames).
+        bounds = [lo + i * (hi - lo) // num_segments for i in range(num_segments + 1)]
+        parts = [(a, max(b, a + 1)) for a, b in zip(bounds[:-1], bounds[1:])]
+        return np.stack([window_clip(a, b, num_frames, step, int(window_starts(a, b, num_frames, step, 1, rng)[0]))
+                         for a, b in parts])
     starts = window_starts(lo, hi, num_frames, step, num_segments, rng)
     return np.stack([window_clip(lo, hi, num_frames, step, int(s)) for s in starts])
 

@@ -87,7 +87,7 @@ def tokens(pg: ProbeGrid, enc_params: Any, video: jax.Array) -> jax.Array:
     if video.ndim == 6:
         b, s = video.shape[:2]
         t = tokens(pg, enc_params, video.reshape((b * s,) + video.shape[2:]))
-        t = t.reshape(b, s, t.shape[1], t.shape[2]); return jnp.concatenate([t.mean(1)] * s, axis=1)
+        return t.reshape(b, s * t.shape[1], t.shape[2])
     if video.ndim != 5:
         raise ValueError(f"expected video [B, T, H, W, C] or [B, S, T, H, W, C], got shape {video.shape}")
     enc = nnx.merge(pg.enc_graphdef, enc_params)

@@ -165,6 +165,15 @@ def evaluate(pg: pg_lib.ProbeGrid, params, enc_params, cfg: ml_collections.Confi
     finally:
         bar.close()
         it.close()
+    if jax.process_count() > 1:  # each process evaluated its share of the records: add up the counts
+        from jax.experimental import multihost_utils
+
+        for acc in accs:
+            for name in ("top1_correct", "topk_correct", "class_count", "class_topk", "confusion"):
+                if getattr(acc, name) is not None:
+                    setattr(acc, name, np.asarray(multihost_utils.process_allgather(getattr(acc, name))).sum(0))
+            acc.count = int(np.asarray(multihost_utils.process_allgather(np.asarray(acc.count))).sum())
+        seen = int(np.asarray(multihost_utils.process_allgather(np.asarray(seen))).sum())
     results = {"clips": seen, "skipped_records": it.skips.state()}
     names = ["label"] if heads == 1 else ["verb", "noun", "action"]
     for name, acc in zip(names, accs):
