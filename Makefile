@@ -31,6 +31,8 @@ demo: $(BASE)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.pipeline
+	$(BIN)/python -m benchmarks.probe_grid
+	$(BIN)/python -m benchmarks.probe_memory
 
 clean:
 	rm -rf $(VENV) runs

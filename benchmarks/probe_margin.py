@@ -27,11 +27,15 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.md")
 
 
 def _clips(data_dir: str, split: str, n: int) -> tuple[np.ndarray, np.ndarray]:
-    from jepa.demo import probe_batches
+    """The first n clips of a split as the probe sees them: 8 frames, 64 px, one centre view, in order."""
+    from jepa.data.pipeline import make_dataset
+    from jepa.data.synthetic import synthetic_config
 
+    cfg = synthetic_config(data_dir, num_frames=8, crop_size=64, eval=True, shuffle=False, repeat=False,
+                           batch_size=32, drop_remainder=False)
     vs, ys = [], []
-    for b in probe_batches(data_dir, split):
-        vs.append(np.asarray(b["video"]))
+    for b in make_dataset(cfg, split=split, seed=0, shard_index=0, shard_count=1):
+        vs.append(np.asarray(b["video"]).reshape((-1,) + b["video"].shape[-4:]))
         ys.append(np.asarray(b["label"]))
         if sum(map(len, ys)) >= n:
             break
