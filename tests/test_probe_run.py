@@ -17,13 +17,16 @@ pytestmark = pytest.mark.xdist_group("probe_run")
 
 @pytest.fixture(scope="module")
 def encoder_bundle(tmp_path_factory):
-    from jepa.models import VisionTransformer
-    from jepa.models.config import ViTConfig
+    """A tiny random-init pretraining bundle: encoder and predictor."""
+    from jepa.models import Predictor, VisionTransformer
+    from jepa.models.config import PredictorConfig, ViTConfig
     from jepa.models.io import save_bundle
 
     vit = ViTConfig(width=32, depth=2, num_heads=2, mlp_dim=64, patch_size=8, tubelet_size=2)
+    pred = PredictorConfig(embed_dim=32, width=32, depth=1, num_heads=2, mlp_dim=64, num_mask_tokens=1)
     path = tmp_path_factory.mktemp("enc") / "bundle"
-    return str(save_bundle(path, {"encoder": VisionTransformer(vit, rngs=nnx.Rngs(0))}))
+    return str(save_bundle(path, {"encoder": VisionTransformer(vit, rngs=nnx.Rngs(0)),
+                                  "predictor": Predictor(pred, rngs=nnx.Rngs(1))}))
 
 
 def _shard(fmt, root, split, out, *extra):
@@ -92,7 +95,31 @@ def test_probe_eval_averages_softmax_over_views_of_concatenated_segments(encoder
     assert not np.allclose(np.asarray(got[0]), np.asarray(got[1]))  # two probes, two inits
 
 
-def test_ek100_anticipation_probe_runs_end_to_end(tmp_path, encoder_bundle, capfd):
+def test_future_tokens_are_the_predictors_continuation_of_the_clip(encoder_bundle):
+    """With future_steps, the features are the clip's tokens followed by the pretrained predictor's tokens at the
+    next time steps' positions (the context: every observed token)."""
+    import jax.numpy as jnp
+
+    from jepa.models import ProbeConfig
+    from jepa.models.io import load_bundle
+    from jepa.probe import grid as pg
+
+    m = load_bundle(encoder_bundle, ["encoder", "predictor"])
+    cfg = ProbeConfig(embed_dim=32, num_classes=(5,), num_heads=2, depth=1)
+    g = pg.make(m["encoder"], cfg, pg.Grid((1e-3,), (0.0,)), task="classification", total_steps=1, warmup_steps=1,
+                predictor=m["predictor"], future_steps=2)
+    video = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 32, 32, 3)), jnp.float32)
+    got = np.asarray(pg.tokens(g, pg.feature_params(g, m["encoder"], m["predictor"]), video))
+    x = m["encoder"](video)  # [2, 2 * 4 * 4, 32]
+    ctx = jnp.broadcast_to(jnp.arange(32), (2, 32))
+    tgt = jnp.broadcast_to(jnp.arange(32, 64), (2, 32))  # two more tubelet steps of 4 x 4
+    want = np.concatenate([np.asarray(x), np.asarray(m["predictor"](x, ctx, tgt, (4, 4, 4)))], axis=1)
+    assert got.shape == (2, 64, 32)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("future", [0, 1], ids=["clip", "future_tokens"])
+def test_ek100_anticipation_probe_runs_end_to_end(tmp_path, encoder_bundle, capfd, future):
     ek = fx.make_ek100(tmp_path / "ek")
     for split in ("train", "validation"):
         meta = _shard("ek100", ek.root, split, tmp_path / "shards", "--short_side", "32", "--context_sec", "2")
@@ -103,7 +130,8 @@ def test_ek100_anticipation_probe_runs_end_to_end(tmp_path, encoder_bundle, capf
                       f"--config.num_classes={num}", "--config.data.num_frames=4", "--config.data.fps=4.0",
                       "--config.data.crop_size=32", "--config.data.num_workers=0", "--config.probe.depth=1",
                       "--config.probe.num_heads=2", "--config.train.epochs=2", "--config.train.batch_size=2",
-                      "--config.eval.batch_size=2", "--config.grid.lrs=[1e-3]", "--config.grid.wds=[0.01, 0.1]")
+                      "--config.eval.batch_size=2", "--config.grid.lrs=[1e-3]", "--config.grid.wds=[0.01, 0.1]",
+                      f"--config.future_steps={future}")
     assert res["task"] == "anticipation" and len(res["probes"]) == 2
     for head in ("verb", "noun", "action"):
         assert 0.0 <= res["best"][head]["mean_class_recall5"] <= 1.0

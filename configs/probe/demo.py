@@ -16,6 +16,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.task = "classification"
     c.num_classes = (8,)
     c.layers = ()  # encoder blocks whose outputs are concatenated as features; () = the final output
+    c.future_steps = 0  # the pretrained predictor's tokens of this many future tubelet steps appended (0: none)
     c.features = "cache"  # no augmentation here: encode the training clips once, to disk ("online": every step)
     # Training clips: the whole clip, 8 frames, no flip (a flip would change the direction labels).
     c.data = synthetic_config("runs/demo/data", num_frames=8, crop_size=32 if smoke else 64, batch_size=0)

@@ -6,7 +6,8 @@ class-mean recall@5 per head with the actions restricted to (verb, noun) pairs s
   jepa data shard --format ek100 --root /data/ek100 --split validation --out /data/shards --name ek100-validation ...
   jepa probe --config configs/probe/ek100_vitl.py --workdir runs/probe/ek100_vitl
 
-Not yet here: the reference's option of appending the pretrained predictor's future tokens to the context.
+`future_steps`: the reference's option of appending the pretrained predictor's tokens of the next frames to the
+observed clip's (the bundle must hold the pretraining run's `predictor`; e.g. --config.future_steps=1).
 """
 import ml_collections
 
@@ -20,6 +21,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.task = "anticipation"
     c.num_classes = (97, 300, 3568)  # verbs, nouns, actions (the shards' metadata: num_verb_classes, ...)
     c.layers = ()
+    c.future_steps = 0  # > 0: the pretrained predictor's tokens of that many future tubelet steps appended
     c.features = "online"  # computed inside the step (augmented clips); "cache": encoded once to disk
     c.data = default_config()
     c.data.sources = [{"glob": "/data/shards/ek100-{split}-*.array_record"}]

@@ -22,6 +22,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.task = "classification"
     c.num_classes = (174,)
     c.layers = ()
+    c.future_steps = 0  # the pretrained predictor's tokens of this many future tubelet steps appended (0: none)
     c.features = "online"  # computed inside the step (augmented clips); "cache": encoded once to disk
     c.data = default_config()
     c.data.sources = [{"glob": "/data/shards/ssv2-{split}-*.array_record"}]

@@ -55,20 +55,35 @@ class ProbeGrid:
     mask: Any  # which probe parameters take weight decay
     schedule: optax.Schedule  # multiplier of each probe's lr: warmup then cosine to 0
     layers: tuple[int, ...] = ()  # encoder blocks whose (normed) outputs are concatenated; () = the last output
+    future_steps: int = 0  # tubelet steps of future tokens the pretrained predictor appends (EK100 anticipation)
+    pred_graphdef: Any = None  # the pretrained predictor's, with future_steps
 
     def __post_init__(self):
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.future_steps and (self.pred_graphdef is None or self.layers):
+            raise ValueError("future tokens need the pretrained predictor and the encoder's final output (layers=())")
 
 
 def make(encoder: nnx.Module, probe: ProbeConfig, grid: Grid, *, task: str, total_steps: int,
-         warmup_steps: int, layers: Sequence[int] = ()) -> ProbeGrid:
+         warmup_steps: int, layers: Sequence[int] = (), predictor: nnx.Module | None = None,
+         future_steps: int = 0) -> ProbeGrid:
+    """With `future_steps`, the features' parameters (`enc_params` of the step functions) are
+    {'encoder': ..., 'predictor': ...} (see `feature_params`)."""
     abstract = nnx.eval_shape(lambda: AttentiveProbe(probe, rngs=nnx.Rngs(0)))
     graphdef, _ = nnx.split(abstract, nnx.Param)
     schedule = optax.warmup_cosine_decay_schedule(0.0, 1.0, max(warmup_steps, 1), max(total_steps, warmup_steps + 1),
                                                   0.0)
     return ProbeGrid(probe, grid, task, graphdef, nnx.split(encoder)[0], decay_mask(logical_names(abstract)),
-                     schedule, tuple(layers))
+                     schedule, tuple(layers), int(future_steps),
+                     nnx.split(predictor)[0] if predictor is not None and future_steps else None)
+
+
+def feature_params(pg: ProbeGrid, encoder: nnx.Module, predictor: nnx.Module | None = None) -> Any:
+    """The frozen parameters the step functions take: the encoder's, or with future tokens both models'."""
+    if pg.future_steps:
+        return {"encoder": nnx.split(encoder)[1], "predictor": nnx.split(predictor)[1]}
+    return nnx.split(encoder)[1]
 
 
 def init_state(pg: ProbeGrid, seed: int) -> dict:
@@ -90,6 +105,17 @@ def tokens(pg: ProbeGrid, enc_params: Any, video: jax.Array) -> jax.Array:
         return t.reshape(b, s * t.shape[1], t.shape[2])
     if video.ndim != 5:
         raise ValueError(f"expected video [B, T, H, W, C] or [B, S, T, H, W, C], got shape {video.shape}")
+    if pg.future_steps:  # the observed clip's tokens, then the predictor's tokens of the next future_steps steps
+        enc = nnx.merge(pg.enc_graphdef, enc_params["encoder"])
+        pred = nnx.merge(pg.pred_graphdef, enc_params["predictor"])
+        x = enc(video)
+        gt, gh, gw = enc.token_grid(video.shape)
+        b, n = x.shape[0], gt * gh * gw
+        ctx = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n))
+        tgt = jnp.broadcast_to(jnp.arange(n, n + pg.future_steps * gh * gw, dtype=jnp.int32),
+                               (b, pg.future_steps * gh * gw))
+        out = jnp.concatenate([x, pred(x, ctx, tgt, (gt + pg.future_steps, gh, gw))], axis=1)
+        return jax.lax.stop_gradient(out.astype(jnp.float32))
     enc = nnx.merge(pg.enc_graphdef, enc_params)
     if not pg.layers:
         out = enc(video)

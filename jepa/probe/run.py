@@ -29,10 +29,12 @@ from jepa.train.logging import RunLogger
 def validate(cfg: ml_collections.ConfigDict) -> None:
     errors = check_values(cfg, positive=("train.batch_size", "eval.batch_size", "eval.num_views",
                                          "eval.num_segments", "probe.num_heads"),
-                          non_negative=("train.epochs", "train.warmup_epochs", "train.epoch_clips", "train.checkpoint_every",
+                          non_negative=("train.epochs", "future_steps", "train.warmup_epochs", "train.epoch_clips", "train.checkpoint_every",
                                         "probe.depth", "eval.max_clips"))
     if cfg.get("features", "online") not in ("online", "cache"):
         errors.append(f"features must be 'online' or 'cache', got {cfg.features!r}")
+    if cfg.get("future_steps", 0) and cfg.get("layers", ()):
+        errors.append("future_steps needs layers=() (the predictor continues the encoder's final output)")
     if cfg.task not in pg_lib.TASKS:
         errors.append(f"task must be one of {pg_lib.TASKS}, got {cfg.task!r}")
     heads = 1 if cfg.task == "classification" else 3
@@ -86,6 +88,7 @@ class FeatureCache:
 
         done = os.path.join(directory, "complete.json")
         stamp = {"encoder_bundle": os.path.abspath(cfg.encoder_bundle), "clips": clips, "layers": list(pg.layers),
+                 "future_steps": pg.future_steps,
                  "data": cfg.data.to_json_best_effort()}
         if os.path.exists(done):
             with open(done) as f:
@@ -193,8 +196,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *, progress: bool = True
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(cfg.to_json_best_effort(indent=2))
-    encoder = load_bundle(cfg.encoder_bundle, ["encoder"])["encoder"]
-    enc_graphdef, enc_params = nnx.split(encoder)
+    future = int(cfg.get("future_steps", 0) or 0)
+    models = load_bundle(cfg.encoder_bundle, ["encoder", "predictor"] if future else ["encoder"])
+    encoder, predictor = models["encoder"], models.get("predictor")
     layers = tuple(cfg.get("layers", ()) or ())
     probe_cfg = ProbeConfig(embed_dim=encoder.cfg.width * max(1, len(layers)), num_queries=len(cfg.num_classes),
                             num_classes=tuple(int(c) for c in cfg.num_classes), num_heads=cfg.probe.num_heads,
@@ -204,7 +208,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *, progress: bool = True
     total = cfg.train.epochs * steps_per_epoch
     grid = pg_lib.Grid(tuple(map(float, cfg.grid.lrs)), tuple(map(float, cfg.grid.wds)))
     pg = pg_lib.make(encoder, probe_cfg, grid, task=cfg.task, total_steps=total,
-                     warmup_steps=int(cfg.train.warmup_epochs * steps_per_epoch), layers=layers)
+                     warmup_steps=int(cfg.train.warmup_epochs * steps_per_epoch), layers=layers, predictor=predictor,
+                     future_steps=future)
+    enc_params = pg_lib.feature_params(pg, encoder, predictor)
     mesh = sharding.make_mesh(dict(cfg.mesh))
     rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     enc_params = jax.device_put(enc_params, rep)
