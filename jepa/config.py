@@ -115,6 +115,16 @@ def check_values(cfg: ml_collections.ConfigDict, *, positive: Sequence[str] = ()
 _MISSING = object()
 
 
+def save_run_config(cfg: ml_collections.ConfigDict, workdir: str) -> None:
+    """Creates a run directory and writes the config it runs with (`config.json`, process 0 only)."""
+    import jax
+
+    os.makedirs(workdir, exist_ok=True)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(cfg.to_json_best_effort(indent=2))
+
+
 class _null:
     def __enter__(self):
         return self

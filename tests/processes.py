@@ -31,3 +31,21 @@ def logged_losses(workdir, name: str = "metrics.jsonl") -> dict[int, float]:
             r = json.loads(line)
             rows[r["step"]] = r["loss"]
     return rows
+
+
+def stop_after(n: int):
+    """A stand-in for jepa.train.checkpoint.StopSignal that requests the stop after the n-th step (a SIGTERM at a
+    known point); monkeypatch a training module's `StopSignal` with it."""
+
+    class StopAfter:
+        def __init__(self):
+            self.checks = 0
+
+        def any_process_requested(self) -> bool:
+            self.checks += 1
+            return self.checks == n
+
+        def restore(self):
+            pass
+
+    return StopAfter

@@ -17,6 +17,7 @@ from flax import nnx  # noqa: E402
 from jepa import world_model as wm  # noqa: E402
 from jepa.config import load_config  # noqa: E402
 from jepa.train import ac  # noqa: E402
+from tests.processes import stop_after  # noqa: E402
 
 # One xdist worker runs the whole module, so its module-scoped training runs are built once.
 pytestmark = pytest.mark.xdist_group("ac")
@@ -49,23 +50,6 @@ def _metrics(workdir) -> list[dict]:
         return [json.loads(line) for line in f]
 
 
-def _stop_after(n: int):
-    """A StopSignal stand-in that requests the stop after the n-th step (a SIGTERM at a known point)."""
-
-    class StopAfter:
-        def __init__(self):
-            self.checks = 0
-
-        def any_process_requested(self) -> bool:
-            self.checks += 1
-            return self.checks == n
-
-        def restore(self):
-            pass
-
-    return StopAfter
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """One tiny encoder bundle and 8 episodes x 12 steps; runs: cache N steps, resumed to 2N, online 2 steps."""
@@ -88,7 +72,7 @@ def runs(tmp_path_factory):
     # A 2N-step run stopped after step N (as SIGTERM stops it) and run again, and the same 2N steps straight.
     out["interrupted"], out["straight"] = str(root / "interrupted"), str(root / "straight")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ac, "StopSignal", _stop_after(N))
+        mp.setattr(ac, "StopSignal", stop_after(N))
         assert ac.train(_config(encoder, data, steps=2 * N), out["interrupted"]) == {"stopped_at_step": N}
     out["interrupted_eval"] = ac.train(_config(encoder, data, steps=2 * N), out["interrupted"])
     out["straight_eval"] = ac.train(_config(encoder, data, steps=2 * N), out["straight"])

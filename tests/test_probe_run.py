@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 
 from tests import fixtures as fx
+from tests.processes import stop_after
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.xdist_group("probe_run")
@@ -140,21 +141,6 @@ def test_ek100_anticipation_probe_runs_end_to_end(tmp_path, encoder_bundle, capf
     assert "action recall@5" in out
 
 
-def _stop_after(n: int):
-    class StopAfter:  # a SIGTERM after the n-th step
-        def __init__(self):
-            self.checks = 0
-
-        def any_process_requested(self) -> bool:
-            self.checks += 1
-            return self.checks == n
-
-        def restore(self):
-            pass
-
-    return StopAfter
-
-
 @pytest.mark.parametrize("features", ["cache", "online"])
 def test_probe_run_stopped_and_resumed_equals_a_straight_run(features, tmp_path, encoder_bundle, monkeypatch):
     """Stopped after 3 of 8 steps (SIGTERM) and run again, `jepa probe` logs the same losses, bit for bit, and ends
@@ -170,7 +156,7 @@ def test_probe_run_stopped_and_resumed_equals_a_straight_run(features, tmp_path,
         f"--config.data.sources=[{{'glob': '{data}/synthetic-{{split}}-*.array_record'}}]"])
     straight = run.train(cfg, str(tmp_path / "straight"), progress=False)
     with monkeypatch.context() as mp:
-        mp.setattr(run, "StopSignal", _stop_after(3))
+        mp.setattr(run, "StopSignal", stop_after(3))
         assert run.train(cfg, str(tmp_path / "resumed"), progress=False) == {"stopped_at_step": 3}
     resumed = run.train(cfg, str(tmp_path / "resumed"), progress=False)
 

@@ -19,11 +19,12 @@ import numpy as np
 from flax import nnx
 
 from jepa import distributed, sharding
-from jepa.config import ConfigError, check_values, load_config, split_args
+from jepa.config import ConfigError, check_values, load_config, save_run_config, split_args
 from jepa.models import ProbeConfig
 from jepa.probe import grid as pg_lib
 from jepa.train.checkpoint import Checkpointer, StopSignal
 from jepa.train.logging import RunLogger
+from jepa.train.state import with_shardings
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
@@ -192,10 +193,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *, progress: bool = True
 
     validate(cfg)
     distributed.initialize()
-    os.makedirs(workdir, exist_ok=True)
-    if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(cfg.to_json_best_effort(indent=2))
+    save_run_config(cfg, workdir)
     future = int(cfg.get("future_steps", 0) or 0)
     models = load_bundle(cfg.encoder_bundle, ["encoder", "predictor"] if future else ["encoder"])
     encoder, predictor = models["encoder"], models.get("predictor")
@@ -226,8 +224,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *, progress: bool = True
     shard = jax.tree.map(lambda _: rep, abstract)
     start = 0
     if ckpt.latest_step() is not None:
-        start, state = ckpt.restore(jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                                                 abstract, shard), data)  # data: None with cached features
+        start, state = ckpt.restore(with_shardings(abstract, shard), data)  # data: None with cached features
     else:
         state = pg_lib.init_state(pg, cfg.seed)
         if cfg.get("probe_bundle"):  # every probe of the grid starts from a trained (e.g. converted) probe

@@ -26,7 +26,7 @@ import optax
 from flax import nnx
 
 from jepa import distributed, sharding, world_model as wm
-from jepa.config import ConfigError, check_values, load_config, split_args
+from jepa.config import ConfigError, check_values, load_config, save_run_config, split_args
 from jepa.data.faults import SkipLog
 from jepa.models import ACPredictor, ACPredictorConfig
 from jepa.train import optim
@@ -267,10 +267,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
 
     validate(cfg)
     distributed.initialize()
-    os.makedirs(workdir, exist_ok=True)
-    if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(cfg.to_json_best_effort(indent=2))
+    save_run_config(cfg, workdir)
     encoder = load_bundle(cfg.encoder_bundle, ["encoder"])["encoder"]
     if cfg.data.size % encoder.cfg.patch_size:
         raise ConfigError(f"data.size {cfg.data.size} is not divisible by the encoder's patch {encoder.cfg.patch_size}")

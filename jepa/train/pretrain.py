@@ -30,7 +30,7 @@ import optax
 from flax import nnx
 
 from jepa import distributed, sharding
-from jepa.config import ConfigError, check_values, load_config, split_args
+from jepa.config import ConfigError, check_values, load_config, save_run_config, split_args
 from jepa.masking import BlockSpec, MultiBlockMasker
 from jepa.models import Predictor, PredictorConfig, ViTConfig, VisionTransformer
 from jepa.train import optim
@@ -389,10 +389,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     distributed.initialize()
     exp = build(cfg)
     main_proc = jax.process_index() == 0
-    if main_proc:
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(cfg.to_json_best_effort(indent=2))
+    save_run_config(cfg, workdir)
     abstract, shard = abstract_state(exp)
     specs = batch_spec(exp)
     data = make_data(exp, cfg.seed)
