@@ -207,6 +207,15 @@ def feature_distance(pred: Array, goal: Array, kind: str = "l1") -> Array:
     return (jnp.abs(d) if kind == "l1" else jnp.square(d)).mean(axis=(-3, -2, -1))
 
 
+def over_episodes(fn: Callable, *xs):
+    """fn over the leading (episode) axis of xs. On GPU / TPU: vmapped, one wide program. On CPU: one episode at a
+    time (lax.map), which keeps an episode's N candidates' activations in cache; the demo's 20-episode re-plan
+    runs about 2x faster so than vmapped (measured by `jepa bench`), with the same results."""
+    if jax.default_backend() == "cpu":
+        return jax.lax.map(lambda args: fn(*args), xs)
+    return jax.vmap(fn)(*xs)
+
+
 class LatentPlanner:
     """CEM toward goal images with a `jepa.world_model.WorldModel` (frozen encoder + AC predictor).
 
@@ -320,7 +329,7 @@ class LatentPlanner:
             return optimize(functools.partial(energy, goal_z=goal_z), key, self.space, self.cfg, warm)
 
         keys = jax.random.split(key, frames.shape[0])
-        return jax.vmap(one)(z, past_actions, states, goal_z, warm, keys)
+        return over_episodes(one, z, past_actions, states, goal_z, warm, keys)
 
     def _energies_impl(self, params, frames, past_actions, states, goal_z, candidates):
         z = self._encode_impl(params, frames)
@@ -328,4 +337,4 @@ class LatentPlanner:
         def one(z, past_actions, states, goal_z, cands):
             return self._energy_fn(params, z, past_actions, states)(cands, goal_z)
 
-        return jax.vmap(one)(z, past_actions, states, goal_z, candidates)
+        return over_episodes(one, z, past_actions, states, goal_z, candidates)

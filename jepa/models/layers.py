@@ -84,7 +84,8 @@ def grid_positions(idx: Array, grid: tuple[int, int, int]) -> Array:
 
 
 def rope_tables(pos: Array, head_dim: int, mode: str = "reference", dtype=jnp.float32) -> tuple[Array, Array]:
-    """cos/sin tables [..., N, 1, 3*Ds] for positions [..., N, 3] (one sub-block each for t, h, w).
+    """cos/sin tables [..., N, 1, head_dim] for positions [..., N, 3]: one sub-block of Ds dims each for t, h, w,
+    then cos 1 and sin 0 over the head_dim - 3*Ds dims that are not rotated ([..., N, 1, 3*Ds] for an odd head_dim).
 
     mode='reference' reproduces the released weights: frequencies are expanded by CONCATENATION
     ([f0..f_{k-1}, f0..f_{k-1}]) while the rotation partner is the adjacent element, which is not a true rotation.
@@ -103,28 +104,81 @@ def rope_tables(pos: Array, head_dim: int, mode: str = "reference", dtype=jnp.fl
     else:
         raise ValueError(f"unknown rope mode {mode!r}")
     freqs = freqs.reshape(*freqs.shape[:-2], 3 * ds)[..., None, :]  # [..., N, 1, 3*ds]
-    return jnp.cos(freqs), jnp.sin(freqs)
+    cos, sin = jnp.cos(freqs), jnp.sin(freqs)
+    rest = head_dim - 3 * ds
+    if rest and head_dim % 2 == 0:  # full-width tables: cos 1, sin 0 leave the last dims as they are
+        cos = jnp.concatenate([cos, jnp.ones((*cos.shape[:-1], rest), cos.dtype)], axis=-1)
+        sin = jnp.concatenate([sin, jnp.zeros((*sin.shape[:-1], rest), sin.dtype)], axis=-1)
+    return cos, sin
 
 
 def apply_rope(x: Array, tables: tuple[Array, Array]) -> Array:
-    """x [B, N, heads, hd]: rotate the first 3*Ds dims (t | h | w sub-blocks); leave the rest untouched."""
+    """x [B, N, heads, hd]: rotate the first 3*Ds dims (t | h | w sub-blocks); leave the rest untouched.
+
+    One elementwise pass over the whole head (x * cos + partner * sin, partner[2i] = -x[2i+1],
+    partner[2i+1] = x[2i]): with full-width tables the unrotated dims get cos 1 and sin 0, so no slice and
+    concatenation copies are needed (they cost more than the arithmetic on CPU)."""
     cos, sin = tables
     r = cos.shape[-1]
-    xr, xp = x[..., :r], x[..., r:]
+    xr, xp = (x, None) if r == x.shape[-1] else (x[..., :r], x[..., r:])
     pairs = xr.reshape(*xr.shape[:-1], r // 2, 2)
     partner = jnp.stack([-pairs[..., 1], pairs[..., 0]], axis=-1).reshape(xr.shape)  # y[2i]=-x[2i+1], y[2i+1]=x[2i]
     out = xr * cos.astype(x.dtype) + partner * sin.astype(x.dtype)
-    return jnp.concatenate([out, xp], axis=-1) if xp.shape[-1] else out
+    return out if xp is None else jnp.concatenate([out, xp], axis=-1)
 
 
 # --- Attention and blocks ----------------------------------------------------------------------------------
-def attention(q: Array, k: Array, v: Array, mask: Array | None = None) -> Array:
-    """Scaled dot-product attention over [B, N, heads, hd] through jax.nn.dot_product_attention.
+LOOP_BYTES = 4 * 2**20  # logits of all heads above which CPU attention loops over (example, head) ...
+LOOP_MIN_HEAD = 256 * 256  # ... if one head's logits are at least this many
 
-    `mask` is boolean, True where attention is allowed, broadcastable to [B, heads, Nq, Nk].
-    XLA picks fused kernels on GPU / TPU (cuDNN flash attention for bf16 on GPU).
+
+@jax.checkpoint
+def _attention_one(q: Array, k: Array, v: Array, mask: Array | None) -> Array:
+    """One head of one example: q [Nq, hd], k / v [Nk, hd], mask [Nq, Nk] or None -> [Nq, hd]. Rematerialised:
+    the backward pass recomputes the head's logits and softmax from q and k (as flash attention does) instead of
+    keeping [Nq, Nk] probabilities of every head of every layer; less memory traffic and measured faster on CPU."""
+    logits = jnp.einsum("qd,kd->qk", q, k, preferred_element_type=jnp.float32) * jnp.float32(q.shape[-1] ** -0.5)
+    if mask is not None:
+        logits = jnp.where(mask, logits, jnp.float32(-0.7 * jnp.finfo(jnp.float32).max))
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    return probs @ v
+
+
+def attention(q: Array, k: Array, v: Array, mask: Array | None = None) -> Array:
+    """Scaled dot-product attention over [B, N, heads, hd]; `mask` is boolean, True where attention is allowed,
+    broadcastable to [B, heads, Nq, Nk].
+
+    On GPU / TPU this is jax.nn.dot_product_attention (XLA picks fused kernels there). On CPU the same operations
+    (logits in f32, scaled, masked with a large negative number, softmax, weighted sum) run one (example, head) at a
+    time in a loop: one head's [Nq, Nk] logits stay in the core's cache through the softmax's passes, where all
+    heads' at once (tens of MB) would stream through memory several times. Below `LOOP_BYTES` of logits in all, or
+    for heads of fewer than `LOOP_MIN_HEAD` logits (short sequences: the AC predictor's steps, planning candidates),
+    the loop costs more than it saves and the heads go in one batched product.
     """
-    return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=q.shape[-1] ** -0.5)
+    if jax.default_backend() != "cpu":
+        return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=q.shape[-1] ** -0.5)
+    b, nq, h, hd = q.shape
+    nk = k.shape[1]
+    if nq * nk < LOOP_MIN_HEAD or b * h * nq * nk * 4 < LOOP_BYTES:
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+        logits = logits * jnp.float32(hd ** -0.5)
+        if mask is not None:
+            logits = jnp.where(mask, logits, jnp.float32(-0.7 * jnp.finfo(jnp.float32).max))
+        return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, axis=-1).astype(v.dtype), v)
+    fold = lambda x: x.transpose(0, 2, 1, 3).reshape(b * h, x.shape[1], hd)
+    xs = (fold(q), fold(k), fold(v))
+    if mask is None:
+        out = jax.lax.map(lambda a: _attention_one(*a, None), xs)
+    else:
+        mask = jnp.asarray(mask)
+        mask = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
+        if mask.shape[0] == 1 and mask.shape[1] == 1:
+            shared = jnp.broadcast_to(mask[0, 0], (nq, nk))
+            out = jax.lax.map(lambda a: _attention_one(*a, shared), xs)
+        else:
+            per = jnp.broadcast_to(mask, (b, h, nq, nk)).reshape(b * h, nq, nk)
+            out = jax.lax.map(lambda a: _attention_one(*a), (*xs, per))
+    return out.reshape(b, h, nq, hd).transpose(0, 2, 1, 3)
 
 
 class MLP(nnx.Module):
