@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench bench-more clean
 
 # The package and its pinned dependencies (all `make demo` needs) ...
 $(BASE): pyproject.toml setup.py constraints.txt
@@ -29,7 +29,12 @@ test: $(STAMP)
 demo: $(BASE)
 	$(BIN)/python -m jepa.demo --workdir runs/demo
 
+# Every benchmark against the PyTorch reference, side by side -> BENCHMARKS.md, benchmarks.json (tens of minutes).
 bench: $(STAMP)
+	$(BIN)/jepa bench
+
+# The earlier, narrower measurements (input pipeline by worker count, probe grid, probe memory) -> benchmarks/results.md
+bench-more: $(STAMP)
 	$(BIN)/python -m benchmarks.pipeline
 	$(BIN)/python -m benchmarks.probe_grid
 	$(BIN)/python -m benchmarks.probe_memory

@@ -21,6 +21,7 @@ COMMANDS = {
     "collect": ("planning.collect", "collect robot episodes from a MuJoCo task into an RLDS dataset"),
     "plan": ("planning.plan", "plan toward a goal image on one episode (closed-loop CEM), with a GIF"),
     "eval-planner": ("planning.evaluate", "evaluate goal-image planning against baselines (--config configs/plan/..)"),
+    "bench": ("jepa.bench.run", "benchmarks against the PyTorch reference, side by side -> BENCHMARKS.md (--quick)"),
 }
 
 # What a user's input can raise: reported in one line. Anything else is a bug and keeps its traceback.

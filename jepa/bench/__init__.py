@@ -1,0 +1,1 @@
+"""`jepa bench`: the project against the PyTorch reference, side by side in one run (see `jepa.bench.run`)."""

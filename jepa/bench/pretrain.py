@@ -1,0 +1,218 @@
+"""The pretraining benchmarks: the project's encoder forward and compiled pretraining step against transformers'
+V-JEPA 2 in PyTorch (`jepa.bench.torch_ref`), per model size, timed side by side in the same run.
+
+Sections:
+  forward: the jitted encoder on a fixed batch vs `VJEPA2Model.encoder` (inference mode), the same weights (the
+           PyTorch model's, imported with the project's converter) and the same clips; outputs compared.
+  step:    `common.JaxStep` (the project's compiled train step) vs `torch_ref.TorchStep` on the same batch; on the
+           tiny case `torch_ref.check_same_work` first proves both do the same work (losses and parameter updates
+           of the first steps agree with the same initial weights).
+Figures: clips/s of each, their ratio (project / PyTorch: > 1 means the project is faster), and the fraction of the
+machine's measured f32 matmul peak each reaches with the same analytic FLOPs (`jepa.train.flops`).
+"""
+from __future__ import annotations
+
+import gc
+import time
+
+import numpy as np
+
+from jepa.bench import common
+from jepa.bench.common import Context, ModelCase, Section, Target, fmt
+
+# Goals: (forward ratio, step ratio, forward fraction of peak, step fraction of peak); None = no goal.
+GOALS = {
+    "tiny": (2.0, 2.0, None, None),
+    "small": (1.0, 1.25, 0.9, 0.8),
+    "vitb": (1.0, 1.25, 0.9, 0.8),
+}
+
+
+# --- Memory ------------------------------------------------------------------------------------------------------
+def _reset_peak_rss() -> None:
+    """Resets this process's peak resident set (Linux: VmHWM); elsewhere does nothing."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_mib() -> float:
+    """Peak resident memory of this process since the last reset, MiB (nan where /proc is not available)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _free() -> None:
+    import jax
+
+    jax.clear_caches()
+    gc.collect()
+
+
+# --- Forward -----------------------------------------------------------------------------------------------------
+def forward_flops(case: ModelCase) -> float:
+    """Analytic FLOPs of the encoder forward on one batch: the blocks and the patch-embedding matmul."""
+    from jepa.train.flops import transformer_flops
+
+    n, w = case.tokens, case.width
+    patch = 2 * n * (2 * 16 * 16 * 3) * w
+    return case.batch * (transformer_flops(n, w, case.depth, 4 * w) + patch)
+
+
+class JaxForward:
+    """The project's jitted encoder forward (`VisionTransformer`, unrolled blocks) with the given parameters (a
+    tree as `torch_ref.hf_params(...)['encoder']` gives) on a fixed batch; calling it runs it and blocks."""
+
+    def __init__(self, case: ModelCase, params: dict, video: np.ndarray):
+        import jax
+        import jax.numpy as jnp
+        from flax import nnx
+
+        from jepa.models import VisionTransformer
+
+        cfg = case.encoder_config(unroll=True)
+        abstract = nnx.eval_shape(lambda: VisionTransformer(cfg, rngs=nnx.Rngs(0)))
+        graphdef, state = nnx.split(abstract, nnx.Param)
+        nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
+        self.state = state
+        self.video = jnp.asarray(video)
+        fn = jax.jit(lambda s, v: nnx.merge(graphdef, s)(v))
+        t0 = time.perf_counter()
+        self.compiled = fn.lower(self.state, self.video).compile()
+        self.compile_s = time.perf_counter() - t0
+        self.out = None
+
+    def __call__(self):
+        self.out = self.compiled(self.state, self.video)
+        self.out.block_until_ready()
+        return self.out
+
+
+def forward_section(ctx: Context, cases) -> Section:
+    import torch
+
+    from jepa.bench import torch_ref
+
+    rows, targets, data = [], [], {}
+    for case in cases:
+        _reset_peak_rss()
+        tf = torch_ref.TorchForward(case, ctx.threads)
+        video = tf.video.permute(0, 1, 3, 4, 2).contiguous().numpy()  # the same clips, channels-last
+        jf = JaxForward(case, torch_ref.hf_params(tf.model)["encoder"], video)
+        torch.set_num_threads(ctx.threads)
+        res = common.compare({"jax": jf, "torch": tf}, ctx.timing)
+        ours, ref = np.asarray(jf.out), tf.out.numpy()
+        err = float(np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-30))
+        flops = forward_flops(case)
+        tj, tt = res["jax"]["median_s"], res["torch"]["median_s"]
+        cj, ct, ratio = case.batch / tj, case.batch / tt, tt / tj
+        pj, pt = flops / tj / ctx.peak_flops, flops / tt / ctx.peak_flops
+        rows.append([case.label, fmt(cj), fmt(ct), fmt(ratio) + "x", f"{100 * pj:.1f}%", f"{100 * pt:.1f}%"])
+        data[case.name] = {"case": case.label, "tokens": case.tokens, "flops": flops, "timing": res,
+                           "project_clips_per_s": cj, "torch_clips_per_s": ct, "ratio": ratio,
+                           "project_fraction_of_peak": pj, "torch_fraction_of_peak": pt,
+                           "output_rel_err": err, "compile_s": jf.compile_s, "peak_rss_MiB": _peak_rss_mib()}
+        ctx.log(f"forward {case.name}: project {cj:.3g} clips/s, PyTorch {ct:.3g} clips/s ({ratio:.2f}x); "
+                f"{100 * pj:.1f}% / {100 * pt:.1f}% of peak; outputs differ by {err:.1e} (relative)")
+        _add_targets(targets, case, "forward", ratio, pj, GOALS.get(case.name, (None,) * 4)[0::2])
+        del tf, jf, res, ours, ref
+        _free()
+    notes = [
+        "Encoder forward on a fixed batch: the project's jitted `VisionTransformer` vs transformers' "
+        "`VJEPA2Model.encoder` (SDPA attention, `torch.inference_mode`), the same weights (PyTorch's, imported with "
+        "the project's converter) and the same clips. ratio = project clips/s / PyTorch clips/s.",
+        "% of peak: analytic forward FLOPs (blocks + patch-embedding matmul) / median time / the machine's measured "
+        f"f32 matmul peak ({ctx.peak_flops / 1e9:.0f} GFLOP/s).",
+        "Largest output difference (relative to the largest output): "
+        + ", ".join(f"{k} {v['output_rel_err']:.1e}" for k, v in data.items()) + ".",
+    ]
+    return Section("forward", "Encoder forward: project vs PyTorch",
+                   ["case", "project clips/s", "PyTorch clips/s", "ratio", "project % of peak", "PyTorch % of peak"],
+                   rows, notes, targets, data)
+
+
+# --- Pretraining step --------------------------------------------------------------------------------------------
+def step_section(ctx: Context, cases) -> Section:
+    import torch
+
+    from jepa.bench import torch_ref
+
+    rows, targets, data, notes = [], [], {}, []
+    for case in cases:
+        _reset_peak_rss()
+        cfg = common.pretrain_config(case)
+        t0 = time.perf_counter()
+        jstep = common.JaxStep(cfg)
+        compile_s = time.perf_counter() - t0
+        tstep = torch_ref.TorchStep(case, jstep.batch_np, ctx.threads, cfg)
+        entry: dict = {"case": case.label, "flops": jstep.flops, "memory": dict(jstep.memory),
+                       "setup_s": compile_s}
+        if case.name == common.TINY.name:
+            check = torch_ref.check_same_work(jstep, tstep, steps=2)
+            entry["same_work"] = check
+            verdict = "passed" if check["ok"] else "FAILED"
+            losses = ", ".join(f"{a:.7f} / {b:.7f}" for a, b in zip(check["jax_loss"], check["torch_loss"]))
+            notes.append(
+                f"Same work ({case.name}, {verdict}): with PyTorch's weights imported into the project's step, the "
+                f"losses of the first {check['steps']} steps (project / PyTorch) are {losses}: relative difference "
+                f"{check['max_rel_diff']:.1e} (limit {check['rtol']:g}); the parameter and EMA updates agree to "
+                f"{check['update_mismatch']:.2f} of the tolerance ({check['update_rtol']:g} of the largest update "
+                f"plus float32 rounding; worst: {check['update_worst_param']}).")
+            ctx.log(f"same work {case.name}: {verdict}; losses {losses}; relative difference "
+                    f"{check['max_rel_diff']:.1e}; updates at {check['update_mismatch']:.2f} of tolerance")
+            targets.append(Target(f"{case.name} step does the same work as PyTorch (1 = losses and updates agree)",
+                                  1.0 if check["ok"] else 0.0, 1.0, unit=""))
+        torch.set_num_threads(ctx.threads)
+        res = common.compare({"jax": jstep, "torch": tstep}, ctx.timing)
+        tj, tt = res["jax"]["median_s"], res["torch"]["median_s"]
+        cj, ct, ratio = case.batch / tj, case.batch / tt, tt / tj
+        mj, mt = jstep.flops / tj / ctx.peak_flops, jstep.flops / tt / ctx.peak_flops
+        rows.append([case.label, fmt(cj), fmt(ct), fmt(ratio) + "x", f"{100 * mj:.1f}%", f"{100 * mt:.1f}%"])
+        entry.update({"timing": res, "project_clips_per_s": cj, "torch_clips_per_s": ct, "ratio": ratio,
+                      "project_mfu": mj, "torch_mfu": mt, "peak_rss_MiB": _peak_rss_mib(),
+                      "final_loss": {"jax": float(jstep.metrics["loss"]), "torch": tstep.loss}})
+        data[case.name] = entry
+        mem = jstep.memory
+        ctx.log(f"step {case.name}: project {cj:.3g} clips/s, PyTorch {ct:.3g} clips/s ({ratio:.2f}x); MFU "
+                f"{100 * mj:.1f}% / {100 * mt:.1f}%; compiled temp {mem.get('temp_MiB', float('nan')):.0f} MiB; "
+                f"process peak {entry['peak_rss_MiB']:.0f} MiB")
+        _add_targets(targets, case, "step", ratio, mj, GOALS.get(case.name, (None,) * 4)[1::2])
+        del jstep, tstep, res
+        _free()
+    notes = [
+        "One pretraining step on a fixed batch (the reference objective: EMA target encoder on the clip, per mask "
+        "generator the context encoder on the context tokens and the predictor at the targets, L1 loss, AdamW, EMA "
+        "update): the project's compiled step (`jepa.train.pretrain`) vs the same step written with transformers' "
+        "V-JEPA 2 modules and torch.optim.AdamW (foreach), the same clips and masks. ratio = project clips/s / "
+        "PyTorch clips/s.",
+        "MFU: the step's analytic FLOPs (`jepa.train.pretrain.step_flops`, the same for both) / median time / the "
+        f"machine's measured f32 matmul peak ({ctx.peak_flops / 1e9:.0f} GFLOP/s).",
+        "Memory (data): the project's compiled step (XLA temp and argument MiB) and this process's peak resident "
+        "memory during the case (both frameworks).",
+        *notes,
+    ]
+    return Section("step", "Pretraining step: project vs PyTorch",
+                   ["case", "project clips/s", "PyTorch clips/s", "ratio", "project MFU", "PyTorch MFU"],
+                   rows, notes, targets, data)
+
+
+def _add_targets(targets: list[Target], case: ModelCase, what: str, ratio: float, fraction: float, goals) -> None:
+    ratio_goal, peak_goal = goals
+    if ratio_goal is not None:
+        targets.append(Target(f"{case.name} {what} vs PyTorch", ratio, ratio_goal))
+    if peak_goal is not None:
+        targets.append(Target(f"{case.name} {what} fraction of peak", fraction, peak_goal, unit="of peak"))
+
+
+def run(ctx: Context, cases: tuple[ModelCase, ...] | None = None) -> list[Section]:
+    """The forward and step sections for `cases` (default: `common.cases(ctx.quick)`)."""
+    cases = tuple(cases) if cases is not None else common.cases(ctx.quick)
+    return [forward_section(ctx, cases), step_section(ctx, cases)]
