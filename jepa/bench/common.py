@@ -90,6 +90,9 @@ def median_seconds(fn: Callable[[], Any], timing: Timing) -> dict:
     return {"median_s": float(np.median(times)), "times_s": times}
 
 
+REWARM_S = 1.0  # calls shorter than this are re-run once, untimed, at the start of each turn in `compare`
+
+
 def compare(fns: dict[str, Callable[[], Any]], timing: Timing) -> dict[str, dict]:
     """Times several implementations of the same work side by side: warm-up of each, then the repeats interleaved
     (a, b, a, b, ...), with a pause before each turn so that one framework's idle worker threads have stopped
@@ -115,9 +118,6 @@ def compare(fns: dict[str, Callable[[], Any]], timing: Timing) -> dict[str, dict
             fn()
             times[name].append(time.perf_counter() - t0)
     return {k: {"median_s": float(np.median(v)), "times_s": v} for k, v in times.items()}
-
-
-REWARM_S = 1.0
 
 
 # --- Results ------------------------------------------------------------------------------------------------------
@@ -185,14 +185,12 @@ def pretrain_config(case: ModelCase, *, fsdp: int = 1):
     """The demo pretraining config resized to `case`, with the reference objective (no regulariser, `reg.on=[]`),
     the reference's masks, and the unrolled block scan (XLA's CPU scan has a per-iteration cost)."""
     from configs.pretrain import demo
+    from jepa.masking import BlockSpec
 
     cfg = demo.get_config()
     cfg.model.encoder = case.encoder_config(unroll=True).to_dict()
     cfg.model.predictor = case.predictor_config(unroll=True).to_dict()
-    cfg.mask = [dict(m, spatial_scale=list(m["spatial_scale"])) for m in MASKS]
-    for i, m in enumerate(cfg.mask):  # every BlockSpec field, as the config expects
-        from jepa.masking import BlockSpec
-        cfg.mask[i] = {**vars(BlockSpec()), **m}
+    cfg.mask = [vars(BlockSpec(**m)) for m in MASKS]  # every BlockSpec field, as the config expects
     cfg.reg.on = []
     cfg.data.num_frames, cfg.data.crop_size = case.frames, case.pixels
     cfg.train.batch_size = case.batch
