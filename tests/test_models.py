@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -276,6 +277,65 @@ def test_bf16_compute_with_fp32_params(encoder):
     err = np.abs(np.asarray(out, np.float32) - np.asarray(ref))
     print(f"bf16 vs fp32: max |err| {err.max():.3f}, mean {err.mean():.4f}")
     assert err.mean() < 0.02 and err.max() < 0.2
+
+
+def test_bf16_matmul_values_gradients_and_fast_layout():
+    """layers.matmul: products of bf16-rounded operands accumulated in f32 (forward and both gradients, plain and
+    transposed b), and on CPU every dot of the compiled gradient takes bf16 operands (XLA's CPU backend silently
+    upcasts a bf16 dot it cannot run in the fast layout to f32: that would fail here)."""
+    from jepa.models.layers import matmul
+
+    rng = np.random.default_rng(0)
+    a = jnp.asarray(rng.normal(size=(3, 40, 24)).astype(np.float32))
+    g = jnp.asarray(rng.normal(size=(3, 40, 16)).astype(np.float32))
+    r = lambda x: x.astype(jnp.bfloat16).astype(jnp.float32)  # noqa: E731
+    hi = jax.lax.Precision.HIGHEST
+    for transpose_b, b_shape in ((False, (24, 16)), (True, (16, 24))):
+        b = jnp.asarray(rng.normal(size=b_shape).astype(np.float32))
+        bm = r(b).T if transpose_b else r(b)
+
+        def loss(a, b):
+            return jnp.sum(matmul(a, b, jnp.bfloat16, transpose_b) * g)
+
+        fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+        val, (da, db) = fn(a, b)
+        out = jnp.matmul(r(a), bm, precision=hi)
+        np.testing.assert_allclose(float(val), float(jnp.sum(out * g)), rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(da), np.asarray(jnp.matmul(r(g), bm.T, precision=hi)), rtol=1e-5, atol=1e-5)
+        want_db = jnp.einsum("bmk,bmn->kn", r(a), r(g), precision=hi)
+        np.testing.assert_allclose(np.asarray(db), np.asarray(want_db.T if transpose_b else want_db), rtol=1e-5,
+                                   atol=1e-5)
+        assert da.dtype == db.dtype == jnp.float32
+        if jax.default_backend() == "cpu":
+            hlo = fn.lower(a, b).compile().as_text()
+            comps = re.split(r"\n(?=%|ENTRY)", hlo)
+            dots = [c for c in comps if re.search(r"\sdot\(", c)]
+            assert len(dots) == 3, hlo
+            for c in dots:
+                header = c.split("{", 1)[0]
+                assert "f32[" not in header.split("->")[0], f"a dot with f32 operands:\n{c}"
+
+
+def test_bf16_matmuls_keep_f32_values(encoder):
+    """matmul_dtype='bfloat16' (the reference's autocast): outputs and gradients stay f32 and close to f32's."""
+    video = _video((2, 4, 16, 16, 3), 12)
+    mixed = _with_params(ENC.replace(matmul_dtype="bfloat16"), _params(encoder))
+
+    @nnx.jit
+    def value_and_grad(m):
+        return nnx.value_and_grad(lambda m: jnp.mean(m(video) ** 2))(m)
+
+    out, ref = _encode(mixed, video), _encode(encoder, video)
+    assert out.dtype == jnp.float32
+    err = np.abs(np.asarray(out) - np.asarray(ref))
+    print(f"bf16 matmuls vs fp32: max |err| {err.max():.4f}, mean {err.mean():.5f}")
+    assert 0 < err.mean() < 0.01 and err.max() < 0.05
+    (la, ga), (lb, gb) = value_and_grad(mixed), value_and_grad(encoder)
+    fa, fb = jax.tree_util.tree_leaves(nnx.to_pure_dict(ga)), jax.tree_util.tree_leaves(nnx.to_pure_dict(gb))
+    for x, y in zip(fa, fb):
+        assert x.dtype == jnp.float32
+        scale = float(jnp.abs(y).max())
+        assert float(jnp.abs(x - y).max()) <= 0.05 * scale + 1e-6, (float(jnp.abs(x - y).max()), scale)
 
 
 def test_remat_gives_same_output_and_gradients(encoder):

@@ -110,6 +110,10 @@ def test_gradient_accumulation_matches_full_batch_and_bf16_runs():
                              "--config.model.predictor.dtype=bfloat16"])
     print(f"bf16 compute loss {loss_bf16:.5f}")
     assert np.isfinite(loss_bf16) and abs(loss_bf16 - loss1) < 0.05
+    loss_mixed, _ = one_step(["--config.reg.on=[]", "--config.model.encoder.matmul_dtype=bfloat16",
+                              "--config.model.predictor.matmul_dtype=bfloat16"])
+    print(f"bf16 matmuls loss {loss_mixed:.5f}")
+    assert np.isfinite(loss_mixed) and 0 < abs(loss_mixed - loss1) < 0.01
 
 
 def test_variance_covariance_regulariser():

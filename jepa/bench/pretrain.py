@@ -71,14 +71,14 @@ class JaxForward:
     """The project's jitted encoder forward (`VisionTransformer`, unrolled blocks) with the given parameters (a
     tree as `torch_ref.hf_params(...)['encoder']` gives) on a fixed batch; calling it runs it and blocks."""
 
-    def __init__(self, case: ModelCase, params: dict, video: np.ndarray):
+    def __init__(self, case: ModelCase, params: dict, video: np.ndarray, matmul_dtype: str | None = None):
         import jax
         import jax.numpy as jnp
         from flax import nnx
 
         from jepa.models import VisionTransformer
 
-        cfg = case.encoder_config(unroll=True)
+        cfg = case.encoder_config(unroll=True, matmul_dtype=matmul_dtype)
         abstract = nnx.eval_shape(lambda: VisionTransformer(cfg, rngs=nnx.Rngs(0)))
         graphdef, state = nnx.split(abstract, nnx.Param)
         nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
@@ -204,6 +204,93 @@ def step_section(ctx: Context, cases) -> Section:
                    rows, notes, targets, data)
 
 
+# --- Mixed precision ---------------------------------------------------------------------------------------------
+def mixed_section(ctx: Context, cases) -> Section:
+    """The forward and the step again in the reference's training precision: the project with
+    `matmul_dtype='bfloat16'` (products of bfloat16 operands accumulated in float32, the rest float32) vs the same
+    PyTorch code under torch.autocast('cpu', bfloat16). Fractions are of the measured bf16 matmul peak."""
+    import torch
+
+    from jepa.bench import torch_ref
+
+    peak16 = ctx.matmul.get("bf16_peak_flops", float("nan"))
+    rows, targets, data = [], [], {}
+    for case in cases:
+        _reset_peak_rss()
+        entry: dict = {"case": case.label}
+        tf = torch_ref.TorchForward(case, ctx.threads)
+        video = tf.video.permute(0, 1, 3, 4, 2).contiguous().numpy()
+        params = torch_ref.hf_params(tf.model)["encoder"]
+        jf32 = JaxForward(case, params, video)
+        exact = np.asarray(jf32())  # the float32 output, for the size of bf16's rounding
+        del jf32
+        jf = JaxForward(case, params, video, matmul_dtype="bfloat16")
+        torch.set_num_threads(ctx.threads)
+        res = common.compare({"jax": jf, "torch": torch_ref.Autocast(tf)}, ctx.timing)
+        scale = max(float(np.abs(exact).max()), 1e-30)
+        err_j = float(np.abs(np.asarray(jf.out) - exact).max() / scale)
+        err_t = float(np.abs(tf.out.float().numpy() - exact).max() / scale)
+        flops = forward_flops(case)
+        tj, tt = res["jax"]["median_s"], res["torch"]["median_s"]
+        fwd = {"timing": res, "project_clips_per_s": case.batch / tj, "torch_clips_per_s": case.batch / tt,
+               "ratio": tt / tj, "project_fraction_of_bf16_peak": flops / tj / peak16,
+               "torch_fraction_of_bf16_peak": flops / tt / peak16,
+               "project_rel_err_vs_f32": err_j, "torch_rel_err_vs_f32": err_t}
+        entry["forward"] = fwd
+        del tf, jf, res
+        _free()
+
+        cfg = common.pretrain_config(case)
+        cfg.model.encoder["matmul_dtype"] = cfg.model.predictor["matmul_dtype"] = "bfloat16"
+        jstep = common.JaxStep(cfg)
+        tstep = torch_ref.TorchStep(case, jstep.batch_np, ctx.threads, common.pretrain_config(case))
+        torch.set_num_threads(ctx.threads)
+        res = common.compare({"jax": jstep, "torch": torch_ref.Autocast(tstep)}, ctx.timing)
+        tj, tt = res["jax"]["median_s"], res["torch"]["median_s"]
+        step = {"timing": res, "project_clips_per_s": case.batch / tj, "torch_clips_per_s": case.batch / tt,
+                "ratio": tt / tj, "project_fraction_of_bf16_peak": jstep.flops / tj / peak16,
+                "torch_fraction_of_bf16_peak": jstep.flops / tt / peak16, "memory": dict(jstep.memory),
+                "final_loss": {"jax": float(jstep.metrics["loss"]), "torch": tstep.loss}}
+        entry["step"] = step
+        entry["peak_rss_MiB"] = _peak_rss_mib()
+        data[case.name] = entry
+        for what, d in (("forward", fwd), ("step", step)):
+            rows.append([case.label, what, fmt(d["project_clips_per_s"]), fmt(d["torch_clips_per_s"]),
+                         fmt(d["ratio"]) + "x", f"{100 * d['project_fraction_of_bf16_peak']:.1f}%",
+                         f"{100 * d['torch_fraction_of_bf16_peak']:.1f}%"])
+            ctx.log(f"bf16 {what} {case.name}: project {d['project_clips_per_s']:.3g} clips/s, PyTorch autocast "
+                    f"{d['torch_clips_per_s']:.3g} clips/s ({d['ratio']:.2f}x); "
+                    f"{100 * d['project_fraction_of_bf16_peak']:.1f}% / {100 * d['torch_fraction_of_bf16_peak']:.1f}% "
+                    "of the bf16 peak")
+        goals = GOALS.get(case.name, (None,) * 4)
+        for what, d, goal in (("forward", fwd, goals[0]), ("step", step, goals[1])):
+            if goal is not None:
+                targets.append(Target(f"{case.name} {what} in bf16 vs PyTorch autocast", d["ratio"], goal))
+        del jstep, tstep, res
+        _free()
+    notes = [
+        "The reference trains in bfloat16 (autocast). Project: the same forward and step with "
+        "`matmul_dtype='bfloat16'` in the encoder and predictor configs: every product (projections, MLPs, attention, "
+        "patch embedding) takes bfloat16 operands and accumulates in float32 (`jepa.models.layers.matmul`), "
+        "LayerNorm, softmax, GELU, residuals, loss, AdamW and EMA stay float32; parameters are float32. PyTorch: the "
+        "same code as the float32 sections under torch.autocast('cpu', dtype=torch.bfloat16). ratio = project "
+        "clips/s / PyTorch clips/s; % of the bf16 matmul peak measured at the start of the run "
+        f"({peak16 / 1e9:.0f} GFLOP/s), same analytic FLOPs as above.",
+        "Goals: the float32 sections' ratio goals, read here for the precision the reference trains in; they do not "
+        "replace the float32 targets above.",
+        "Rounding (largest |bf16 output - float32 output| relative to the largest output, the same weights and clips): "
+        + ", ".join(f"{k} project {v['forward']['project_rel_err_vs_f32']:.1e}, PyTorch "
+                    f"{v['forward']['torch_rel_err_vs_f32']:.1e}" for k, v in data.items()) + ".",
+        "Final losses after the timed steps (project / PyTorch autocast; both start from the same clips and masks, "
+        "not the same weights): " + ", ".join(
+            f"{k} {v['step']['final_loss']['jax']:.4f} / {v['step']['final_loss']['torch']:.4f}"
+            for k, v in data.items()) + ".",
+    ]
+    return Section("mixed", "Mixed precision (bf16, as the reference trains): project vs PyTorch autocast",
+                   ["case", "what", "project clips/s", "PyTorch clips/s", "ratio", "project % of bf16 peak",
+                    "PyTorch % of bf16 peak"], rows, notes, targets, data)
+
+
 def _add_targets(targets: list[Target], case: ModelCase, what: str, ratio: float, fraction: float, goals) -> None:
     ratio_goal, peak_goal = goals
     if ratio_goal is not None:
@@ -215,4 +302,4 @@ def _add_targets(targets: list[Target], case: ModelCase, what: str, ratio: float
 def run(ctx: Context, cases: tuple[ModelCase, ...] | None = None) -> list[Section]:
     """The forward and step sections for `cases` (default: `common.cases(ctx.quick)`)."""
     cases = tuple(cases) if cases is not None else common.cases(ctx.quick)
-    return [forward_section(ctx, cases), step_section(ctx, cases)]
+    return [forward_section(ctx, cases), step_section(ctx, cases), mixed_section(ctx, cases)]

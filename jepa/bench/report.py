@@ -44,6 +44,10 @@ def markdown(run: dict, sections: list[Section], errors: dict[str, str]) -> str:
             ["f32 matmul peak", f"{peak['peak_flops'] / 1e9:.0f} GFLOP/s (n={peak['n']}: JAX "
              f"{peak['jax_flops'] / 1e9:.0f}, PyTorch {peak['torch_flops'] / 1e9:.0f}); MFU and % of peak below "
              "are against the faster of the two"],
+            *([["bf16 matmul peak", f"{peak['bf16_peak_flops'] / 1e9:.0f} GFLOP/s (bfloat16 operands, n={peak['n']}: "
+                f"JAX {peak['bf16_jax_flops'] / 1e9:.0f} with float32 accumulation, PyTorch "
+                f"{peak['bf16_torch_flops'] / 1e9:.0f}); the mixed-precision section's % of peak is against it"]]
+              if "bf16_peak_flops" in peak else []),
             ["load average", f"{', '.join(f'{x:.1f}' for x in m['load_average_start'])} at the start; "
              f"{', '.join(f'{x:.1f}' for x in run['load_average_end'])} at the end"],
             ["software", "Python " + m["python"] + "; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)],

@@ -74,10 +74,11 @@ def main(argv: list[str]) -> int:
         log(f"warning: load average {info['load_average_start'][0]:.1f} on {info['cpus_usable']} CPUs: other work "
             "is running. PyTorch's OpenMP threads spin while they wait and lose far more than JAX's on a busy "
             "machine (10x and more measured), which would inflate the ratios: measure on an otherwise idle machine.")
-    log(f"{info['cpu']}, {info['cpus_usable']} usable CPUs, {threads} threads; measuring the f32 matmul peak")
+    log(f"{info['cpu']}, {info['cpus_usable']} usable CPUs, {threads} threads; measuring the f32 and bf16 matmul peaks")
     peak = machine.matmul_peak(threads, quick=a.quick)
     log(f"f32 matmul peak {peak['peak_flops'] / 1e9:.0f} GFLOP/s (JAX {peak['jax_flops'] / 1e9:.0f}, "
-        f"PyTorch {peak['torch_flops'] / 1e9:.0f})")
+        f"PyTorch {peak['torch_flops'] / 1e9:.0f}); bf16 {peak['bf16_peak_flops'] / 1e9:.0f} GFLOP/s (JAX "
+        f"{peak['bf16_jax_flops'] / 1e9:.0f}, PyTorch {peak['bf16_torch_flops'] / 1e9:.0f})")
     timing = common.Timing.for_mode(a.quick)
     sections, errors = [], {}
     if a.workdir:

@@ -92,6 +92,20 @@ class TorchForward:
         return self.out
 
 
+class Autocast:
+    """Calls `fn` under torch.autocast('cpu', bfloat16): the reference's mixed-precision training (products in
+    bfloat16, LayerNorm / softmax / losses in float32). The same object's attributes (`out`, `loss`) stay reachable
+    through `fn`."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self):
+        torch = _torch()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.fn()
+
+
 # --- Pretraining step ---------------------------------------------------------------------------------------------
 def _schedule(fn, steps: int) -> list[float]:
     """A project schedule (jax) evaluated once on the host at steps 0..steps (the step looks its value up)."""

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jepa.models.config import ACPredictorConfig
-from jepa.models.layers import block_stack, as_dtype, dense, layer_norm, rope_tables, trunc_normal
+from jepa.models.layers import as_dtype, block_stack, dense, layer_norm, matmul_dtype_of, rope_tables, trunc_normal
 
 Array = jax.Array
 
@@ -47,7 +47,7 @@ class ACPredictor(nnx.Module):
     def __init__(self, cfg: ACPredictorConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
         dtype, pdtype = as_dtype(cfg.dtype), as_dtype(cfg.param_dtype)
-        kw = dict(rngs=rngs, std=cfg.init_std, dtype=dtype, param_dtype=pdtype)
+        kw = dict(rngs=rngs, std=cfg.init_std, dtype=dtype, param_dtype=pdtype, matmul_dtype=matmul_dtype_of(cfg))
         self.embed = dense(cfg.embed_dim, cfg.width, ("embed_in", "embed"), **kw)
         self.action_encoder = dense(cfg.action_dim, cfg.width, (None, "embed"), **kw)
         self.state_encoder = dense(cfg.state_dim, cfg.width, (None, "embed"), **kw)

@@ -49,6 +49,9 @@ class ViTConfig(_Base):
     unroll: bool = False
     dtype: str = "float32"  # compute dtype ('bfloat16' for mixed precision)
     param_dtype: str = "float32"
+    # Products (projections, MLPs, attention) with operands rounded to this dtype ('bfloat16') and float32
+    # accumulation, everything else in `dtype`: the reference's bf16 autocast training. None: products in `dtype`.
+    matmul_dtype: str | None = None
 
     @property
     def head_dim(self) -> int:
@@ -80,6 +83,7 @@ class PredictorConfig(_Base):
     unroll: bool = False  # see ViTConfig.unroll
     dtype: str = "float32"
     param_dtype: str = "float32"
+    matmul_dtype: str | None = None  # see ViTConfig.matmul_dtype
 
     @property
     def head_dim(self) -> int:
@@ -112,6 +116,7 @@ class ACPredictorConfig(_Base):
     unroll: bool = False  # see ViTConfig.unroll
     dtype: str = "float32"
     param_dtype: str = "float32"
+    matmul_dtype: str | None = None  # see ViTConfig.matmul_dtype
 
     @property
     def head_dim(self) -> int:

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jepa.models.config import ViTConfig
-from jepa.models.layers import block_stack, as_dtype, grid_positions, layer_norm, rope_tables, select_layers, trunc_normal
+from jepa.models.layers import (as_dtype, block_stack, grid_positions, layer_norm, matmul, matmul_dtype_of, rope_tables,
+                                select_layers, trunc_normal)
 
 Array = jax.Array
 
@@ -50,7 +51,9 @@ class PatchEmbed3D(nnx.Module):
         x = video.astype(dtype).reshape(b, gt, t, gh, p, gw, p, cfg.in_chans)
         x = x.transpose(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, gt * gh * gw, t * p * p * cfg.in_chans)
         k = self.kernel[...].astype(dtype).reshape(-1, cfg.width)
-        return x @ k + self.bias[...].astype(dtype), (gt, gh, gw)
+        low = matmul_dtype_of(cfg)
+        y = x @ k if low is None else matmul(x, k, low).astype(dtype)
+        return y + self.bias[...].astype(dtype), (gt, gh, gw)
 
 
 class VisionTransformer(nnx.Module):

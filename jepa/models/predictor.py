@@ -6,7 +6,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jepa.models.config import PredictorConfig
-from jepa.models.layers import block_stack, as_dtype, dense, grid_positions, layer_norm, rope_tables, trunc_normal
+from jepa.models.layers import (as_dtype, block_stack, dense, grid_positions, layer_norm, matmul_dtype_of, rope_tables,
+                                trunc_normal)
 
 Array = jax.Array
 
@@ -24,7 +25,7 @@ class Predictor(nnx.Module):
     def __init__(self, cfg: PredictorConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
         dtype, pdtype = as_dtype(cfg.dtype), as_dtype(cfg.param_dtype)
-        kw = dict(rngs=rngs, std=cfg.init_std, dtype=dtype, param_dtype=pdtype)
+        kw = dict(rngs=rngs, std=cfg.init_std, dtype=dtype, param_dtype=pdtype, matmul_dtype=matmul_dtype_of(cfg))
         self.embed = dense(cfg.embed_dim, cfg.width, ("embed_in", "embed"), **kw)
         minit = nnx.initializers.zeros_init() if cfg.zero_init_mask_tokens else trunc_normal(cfg.init_std)
         self.mask_tokens = nnx.Param(
