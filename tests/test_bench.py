@@ -36,7 +36,7 @@ def test_quick_bench_writes_its_report(quick_run):
     report = json.loads((out / "benchmarks.json").read_text())
     assert report["errors"] == {}
     keys = {s["key"] for s in report["sections"]}
-    for needed in ("forward", "step", "data", "memory", "profile"):
+    for needed in ("forward", "step", "mixed", "data", "memory", "profile"):
         assert needed in keys, keys
     assert any(k.startswith("world_model") for k in keys), keys
     assert report["peak"]["peak_flops"] > 1e9
