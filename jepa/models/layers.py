@@ -53,8 +53,7 @@ def matmul(a: Array, b: Array, dtype, transpose_b: bool = False) -> Array:
     On GPU / TPU it is the plain dot_general of the cast operands (their compilers pick the layouts)."""
     if jax.default_backend() == "cpu":
         return _cpu_matmul(a, b, dtype, transpose_b)
-    out = _dot(a.reshape(-1, a.shape[-1]), b, 1 if transpose_b else 0, dtype)
-    return out.reshape(*a.shape[:-1], out.shape[-1])
+    return _matmul_fwd(a, b, dtype, transpose_b)[0]  # differentiated by JAX
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -240,14 +239,13 @@ def attention(q: Array, k: Array, v: Array, mask: Array | None = None, matmul_dt
     for heads of fewer than `LOOP_MIN_HEAD` logits (short sequences: the AC predictor's steps, planning candidates),
     the loop costs more than it saves and the heads go in one batched product.
     """
+    low = (lambda x: x) if matmul_dtype is None else (lambda x: x.astype(matmul_dtype))
     if jax.default_backend() != "cpu":
-        cast = (lambda x: x) if matmul_dtype is None else (lambda x: x.astype(matmul_dtype))
-        out = jax.nn.dot_product_attention(cast(q), cast(k), cast(v), mask=mask, scale=q.shape[-1] ** -0.5)
+        out = jax.nn.dot_product_attention(low(q), low(k), low(v), mask=mask, scale=q.shape[-1] ** -0.5)
         return out.astype(v.dtype)
     b, nq, h, hd = q.shape
     nk = k.shape[1]
     if nq * nk < LOOP_MIN_HEAD or b * h * nq * nk * 4 < LOOP_BYTES:
-        low = (lambda x: x) if matmul_dtype is None else (lambda x: x.astype(matmul_dtype))
         logits = jnp.einsum("bqhd,bkhd->bhqk", low(q), low(k), preferred_element_type=jnp.float32)
         logits = logits * jnp.float32(hd ** -0.5)
         if mask is not None:
