@@ -416,3 +416,41 @@ def test_ac_predictor_position_embedding():
     with pytest.raises(ValueError, match="2x2"):
         model(jnp.ones((1, 2, 4, 4, 16)), a, s)
     assert not ACPredictorConfig().pos_embed  # not in the released architecture
+
+
+@pytest.mark.parametrize("regime", ["batched", "per_example", "per_head"])
+@pytest.mark.parametrize("mask_kind", ["none", "shared", "per_example_and_head"])
+def test_cpu_attention_regimes_match_plain_softmax_attention(regime, mask_kind, monkeypatch):
+    """The CPU attention picks one of three layouts by size (all heads batched; a loop over examples with heads
+    batched; a loop over (example, head)); each must be plain masked softmax attention, values and gradients,
+    forced here at a small size through the thresholds."""
+    from jepa.models import layers
+
+    forced = {"batched": (1 << 40, 1 << 40, 0), "per_example": (0, 0, 1 << 40), "per_head": (0, 0, 0)}[regime]
+    for name, value in zip(("LOOP_BYTES", "LOOP_MIN_HEAD", "EXAMPLE_BYTES"), forced):
+        monkeypatch.setattr(layers, name, value)
+    rng = np.random.default_rng(0)
+    b, nq, nk, h, hd = 3, 12, 16, 2, 8
+    q, k, v = (jnp.asarray(rng.normal(size=(b, n, h, hd)).astype(np.float32)) for n in (nq, nk, nk))
+    mask = {"none": None, "shared": jnp.asarray(np.tril(np.ones((nq, nk), bool), 4)),
+            "per_example_and_head": jnp.asarray(rng.random((b, h, nq, nk)) < 0.7).at[..., 0].set(True)}[mask_kind]
+
+    def plain(q, k, v):
+        s = np.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(hd)
+        s = s if mask is None else np.where(np.asarray(mask), s, -np.inf)
+        p = np.exp(s - s.max(-1, keepdims=True))
+        return np.einsum("bhqk,bkhd->bqhd", p / p.sum(-1, keepdims=True), v)
+
+    out = jax.jit(lambda q, k, v: layers.attention(q, k, v, mask))(q, k, v)
+    np.testing.assert_allclose(np.asarray(out), plain(*map(np.asarray, (q, k, v))), atol=2e-6, rtol=1e-5)
+
+    w = jnp.asarray(rng.normal(size=out.shape).astype(np.float32))
+    grads = jax.jit(jax.grad(lambda *x: (layers.attention(*x, mask) * w).sum(), argnums=(0, 1, 2)))(q, k, v)
+    eps = 1e-3  # central differences in float64 on the plain statement, along one random direction per input
+    for i, g in enumerate(grads):
+        d = rng.normal(size=g.shape)
+        args = [np.asarray(x, np.float64) for x in (q, k, v)]
+        hi, lo = list(args), list(args)
+        hi[i], lo[i] = args[i] + eps * d, args[i] - eps * d
+        numeric = ((plain(*hi) - plain(*lo)) * np.asarray(w)).sum() / (2 * eps)
+        np.testing.assert_allclose(float((np.asarray(g) * d).sum()), numeric, rtol=1e-3, atol=1e-4)

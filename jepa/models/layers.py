@@ -207,6 +207,7 @@ def apply_rope(x: Array, tables: tuple[Array, Array]) -> Array:
 # --- Attention and blocks ----------------------------------------------------------------------------------
 LOOP_BYTES = 4 * 2**20  # logits of all heads above which CPU attention loops over (example, head) ...
 LOOP_MIN_HEAD = 256 * 256  # ... if one head's logits are at least this many
+EXAMPLE_BYTES = 8 * 2**20  # float32 logits of one example's heads up to which the loop goes example by example
 
 
 @functools.partial(jax.checkpoint, static_argnums=(4,))
@@ -227,6 +228,45 @@ def _attention_one(q: Array, k: Array, v: Array, mask: Array | None, matmul_dtyp
     return matmul(probs, v, matmul_dtype).astype(v.dtype)
 
 
+def _attention_batched(q: Array, k: Array, v: Array, mask: Array | None, matmul_dtype=None) -> Array:
+    """All heads at once, for short sequences on CPU: [B, N, heads, hd] -> [B, Nq, heads, hd].
+
+    Heads go first ([B, heads, N, hd]) so that each product is a plain batched matmul over (example, head) whose
+    operands XLA:CPU reads without strided gathers; the softmax's normalisation is applied after the weighted sum
+    (o = (exp(s - max) . v) / sum exp(s - max)): a division over [Nq, hd] instead of [Nq, Nk], one pass less over
+    the logits. The same function as softmax-then-weight (within float32 rounding; the max is a constant of the
+    gradient, which it cancels from exactly). Measured on the planner's shapes (128 candidates x 2 heads x 65
+    tokens): the forward 5x faster than the [B, N, heads, hd] einsums with a separate softmax."""
+    low = (lambda x: x) if matmul_dtype is None else (lambda x: x.astype(matmul_dtype))
+    heads_first = lambda x: x.transpose(0, 2, 1, 3)
+    q = q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
+    logits = jnp.einsum("bhqd,bhkd->bhqk", low(heads_first(q)), low(heads_first(k)),
+                        preferred_element_type=jnp.float32)
+    if mask is not None:
+        logits = jnp.where(mask, logits, jnp.float32(-0.7 * jnp.finfo(jnp.float32).max))
+    weights = jnp.exp(logits - jax.lax.stop_gradient(logits.max(-1, keepdims=True)))
+    out = jnp.einsum("bhqk,bhkd->bhqd", low(weights.astype(v.dtype)), low(heads_first(v)),
+                     preferred_element_type=jnp.float32)
+    out = out / weights.sum(-1, keepdims=True)
+    return heads_first(out).astype(v.dtype)
+
+
+def _attention_per_example(q: Array, k: Array, v: Array, mask: Array | None) -> Array:
+    """float32 attention one example at a time, its heads batched (`_attention_batched` on [1, N, heads, hd]),
+    rematerialised in the backward pass like `_attention_one`. Where one example's logits of all heads are a few MB
+    (the small config: 6 heads x 512 tokens) this beats the per-head loop (measured: forward 1.4x, forward and
+    backward 1.2x): fewer, larger products and fewer loop iterations."""
+    one = jax.checkpoint(lambda q, k, v, m: _attention_batched(q[None], k[None], v[None], m, None)[0])
+    if mask is None:
+        return jax.lax.map(lambda a: one(*a, None), (q, k, v))
+    mask = jnp.asarray(mask)
+    mask = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
+    if mask.shape[0] == 1:
+        return jax.lax.map(lambda a: one(*a, mask), (q, k, v))
+    per = jnp.broadcast_to(mask, (q.shape[0],) + mask.shape[1:])
+    return jax.lax.map(lambda a: one(*a[:3], a[3][None]), (q, k, v, per))
+
+
 def attention(q: Array, k: Array, v: Array, mask: Array | None = None, matmul_dtype=None) -> Array:
     """Scaled dot-product attention over [B, N, heads, hd]; `mask` is boolean, True where attention is allowed,
     broadcastable to [B, heads, Nq, Nk]. With `matmul_dtype` (bfloat16) the two products take operands in that
@@ -237,7 +277,9 @@ def attention(q: Array, k: Array, v: Array, mask: Array | None = None, matmul_dt
     time in a loop: one head's [Nq, Nk] logits stay in the core's cache through the softmax's passes, where all
     heads' at once (tens of MB) would stream through memory several times. Below `LOOP_BYTES` of logits in all, or
     for heads of fewer than `LOOP_MIN_HEAD` logits (short sequences: the AC predictor's steps, planning candidates),
-    the loop costs more than it saves and the heads go in one batched product.
+    the loop costs more than it saves and the heads go in one batched product (`_attention_batched`); in float32,
+    where one example's heads' logits fit in `EXAMPLE_BYTES`, the loop goes example by example with the heads
+    batched (`_attention_per_example`).
     """
     low = (lambda x: x) if matmul_dtype is None else (lambda x: x.astype(matmul_dtype))
     if jax.default_backend() != "cpu":
@@ -246,12 +288,9 @@ def attention(q: Array, k: Array, v: Array, mask: Array | None = None, matmul_dt
     b, nq, h, hd = q.shape
     nk = k.shape[1]
     if nq * nk < LOOP_MIN_HEAD or b * h * nq * nk * 4 < LOOP_BYTES:
-        logits = jnp.einsum("bqhd,bkhd->bhqk", low(q), low(k), preferred_element_type=jnp.float32)
-        logits = logits * jnp.float32(hd ** -0.5)
-        if mask is not None:
-            logits = jnp.where(mask, logits, jnp.float32(-0.7 * jnp.finfo(jnp.float32).max))
-        probs = low(jax.nn.softmax(logits, axis=-1).astype(v.dtype))
-        return jnp.einsum("bhqk,bkhd->bqhd", probs, low(v), preferred_element_type=jnp.float32).astype(v.dtype)
+        return _attention_batched(q, k, v, mask, matmul_dtype)
+    if matmul_dtype is None and h * nq * nk * 4 <= EXAMPLE_BYTES:
+        return _attention_per_example(q, k, v, mask)
     fold = lambda x: x.transpose(0, 2, 1, 3).reshape(b * h, x.shape[1], hd)
     xs = (fold(q), fold(k), fold(v))
     if mask is None:
