@@ -90,15 +90,18 @@ def median_seconds(fn: Callable[[], Any], timing: Timing) -> dict:
     return {"median_s": float(np.median(times)), "times_s": times}
 
 
-REWARM_S = 1.0  # calls shorter than this are re-run once, untimed, at the start of each turn in `compare`
+REWARM_S = 1.0  # calls shorter than this are re-run REWARM_CALLS times, untimed, at the start of each turn in `compare`
+REWARM_CALLS = 3  # measured on the tiny forward after a 0.2 s pause: the project's first 2 calls ~1.5x slower, PyTorch's first 1
 
 
 def compare(fns: dict[str, Callable[[], Any]], timing: Timing) -> dict[str, dict]:
     """Times several implementations of the same work side by side: warm-up of each, then the repeats interleaved
     (a, b, a, b, ...), with a pause before each turn so that one framework's idle worker threads have stopped
-    spinning when the other starts. A call shorter than `REWARM_S` is run once untimed at the start of its turn:
-    after the pause, thread pools and caches are cold, which would cost short calls (but not the work measured) a
-    good part of their time. Returns {name: {'median_s', 'times_s'}}."""
+    spinning when the other starts. A call shorter than `REWARM_S` is run `REWARM_CALLS` times untimed at the start of
+    its turn: after the pause thread pools and caches are cold, which costs short calls (not the work measured) a good
+    part of their time, and not equally: on the 2-core machine after 0.2 s idle the project's tiny forward takes
+    ~1.5x its steady time for 2 calls, PyTorch's for 1. The timed call is then the steady state a training loop or
+    MPC loop runs in (calls back to back), for both frameworks alike. Returns {name: {'median_s', 'times_s'}}."""
     short = {}
     for name, fn in fns.items():
         t = 0.0
@@ -112,7 +115,7 @@ def compare(fns: dict[str, Callable[[], Any]], timing: Timing) -> dict[str, dict
         for name, fn in fns.items():
             gc.collect()
             time.sleep(timing.pause_s)
-            if short[name]:
+            for _ in range(REWARM_CALLS if short[name] else 0):
                 fn()
             t0 = time.perf_counter()
             fn()

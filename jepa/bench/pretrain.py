@@ -57,6 +57,28 @@ def _free() -> None:
     gc.collect()
 
 
+# --- What XLA:CPU could reach at most -------------------------------------------------------------------------------
+def _ceiling(ctx: Context, flops: float, torch_s: float) -> float:
+    """The largest ratio over PyTorch any XLA:CPU float32 program could reach: PyTorch's time over the analytic
+    FLOPs run at XLA's own measured float32 matmul rate (every operation a large matmul at that rate, nothing else)."""
+    jax_peak = (ctx.matmul or {}).get("jax_flops")
+    return torch_s / (flops / jax_peak) if jax_peak else float("nan")
+
+
+def _ceiling_note(ctx: Context, what: str) -> str:
+    m = ctx.matmul or {}
+    if not m.get("jax_flops"):
+        return ""
+    frac = m["jax_flops"] / ctx.peak_flops
+    goal = max((g[0 if what == "forward" else 1] or 0) for g in (v[2:] for v in GOALS.values()))
+    return (f"XLA:CPU ceiling: PyTorch's time over the {what}'s analytic FLOPs run at XLA's own float32 matmul rate "
+            f"measured at the start of the run ({m['jax_flops'] / 1e9:.0f} GFLOP/s on an n={m['n']} product), i.e. "
+            f"the largest ratio any XLA:CPU float32 program could reach if all its work were matmuls at that rate and "
+            f"nothing else; a ratio goal above it cannot be met by any such program. For the same reason no XLA:CPU "
+            f"float32 program runs above {100 * frac:.0f}% of the peak (set by the faster framework's GEMM)"
+            + (f", below the {what}'s goal of {100 * goal:.0f}%." if goal and frac < goal else "."))
+
+
 # --- Forward -----------------------------------------------------------------------------------------------------
 def forward_flops(case: ModelCase) -> float:
     """Analytic FLOPs of the encoder forward on one batch: the blocks and the patch-embedding matmul."""
@@ -115,8 +137,11 @@ def forward_section(ctx: Context, cases) -> Section:
         tj, tt = res["jax"]["median_s"], res["torch"]["median_s"]
         cj, ct, ratio = case.batch / tj, case.batch / tt, tt / tj
         pj, pt = flops / tj / ctx.peak_flops, flops / tt / ctx.peak_flops
-        rows.append([case.label, fmt(cj), fmt(ct), fmt(ratio) + "x", f"{100 * pj:.1f}%", f"{100 * pt:.1f}%"])
+        ceiling = _ceiling(ctx, flops, tt)
+        rows.append([case.label, fmt(cj), fmt(ct), fmt(ratio) + "x", f"{100 * pj:.1f}%", f"{100 * pt:.1f}%",
+                     fmt(ceiling) + "x"])
         data[case.name] = {"case": case.label, "tokens": case.tokens, "flops": flops, "timing": res,
+                           "xla_ceiling_ratio": ceiling,
                            "project_clips_per_s": cj, "torch_clips_per_s": ct, "ratio": ratio,
                            "project_fraction_of_peak": pj, "torch_fraction_of_peak": pt,
                            "output_rel_err": err, "compile_s": jf.compile_s, "peak_rss_MiB": _peak_rss_mib()}
@@ -133,9 +158,11 @@ def forward_section(ctx: Context, cases) -> Section:
         f"f32 matmul peak ({ctx.peak_flops / 1e9:.0f} GFLOP/s).",
         "Largest output difference (relative to the largest output): "
         + ", ".join(f"{k} {v['output_rel_err']:.1e}" for k, v in data.items()) + ".",
+        _ceiling_note(ctx, "forward"),
     ]
     return Section("forward", "Encoder forward: project vs PyTorch",
-                   ["case", "project clips/s", "PyTorch clips/s", "ratio", "project % of peak", "PyTorch % of peak"],
+                   ["case", "project clips/s", "PyTorch clips/s", "ratio", "project % of peak", "PyTorch % of peak",
+                    "XLA:CPU ceiling"],
                    rows, notes, targets, data)
 
 
@@ -175,8 +202,11 @@ def step_section(ctx: Context, cases) -> Section:
         tj, tt = res["jax"]["median_s"], res["torch"]["median_s"]
         cj, ct, ratio = case.batch / tj, case.batch / tt, tt / tj
         mj, mt = jstep.flops / tj / ctx.peak_flops, jstep.flops / tt / ctx.peak_flops
-        rows.append([case.label, fmt(cj), fmt(ct), fmt(ratio) + "x", f"{100 * mj:.1f}%", f"{100 * mt:.1f}%"])
+        ceiling = _ceiling(ctx, jstep.flops, tt)
+        rows.append([case.label, fmt(cj), fmt(ct), fmt(ratio) + "x", f"{100 * mj:.1f}%", f"{100 * mt:.1f}%",
+                     fmt(ceiling) + "x"])
         entry.update({"timing": res, "project_clips_per_s": cj, "torch_clips_per_s": ct, "ratio": ratio,
+                      "xla_ceiling_ratio": ceiling,
                       "project_mfu": mj, "torch_mfu": mt, "peak_rss_MiB": _peak_rss_mib(),
                       "final_loss": {"jax": float(jstep.metrics["loss"]), "torch": tstep.loss}})
         data[case.name] = entry
@@ -197,10 +227,12 @@ def step_section(ctx: Context, cases) -> Section:
         f"machine's measured f32 matmul peak ({ctx.peak_flops / 1e9:.0f} GFLOP/s).",
         "Memory (data): the project's compiled step (XLA temp and argument MiB) and this process's peak resident "
         "memory during the case (both frameworks).",
+        _ceiling_note(ctx, "step"),
         *notes,
     ]
     return Section("step", "Pretraining step: project vs PyTorch",
-                   ["case", "project clips/s", "PyTorch clips/s", "ratio", "project MFU", "PyTorch MFU"],
+                   ["case", "project clips/s", "PyTorch clips/s", "ratio", "project MFU", "PyTorch MFU",
+                    "XLA:CPU ceiling"],
                    rows, notes, targets, data)
 
 

@@ -71,7 +71,7 @@ def markdown(run: dict, sections: list[Section], errors: dict[str, str]) -> str:
         lines += [f"## {s.title}", ""]
         if s.rows:
             lines += _table(s.columns, s.rows) + [""]
-        for note in s.notes:
+        for note in filter(None, s.notes):
             lines += [note, ""]
     return "\n".join(lines).rstrip() + "\n"
 
