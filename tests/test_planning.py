@@ -147,6 +147,40 @@ def test_bad_inputs_get_one_clear_line(bundles, tmp_path, capsys):
                         f"--config.world_model={bundles['wm']}"])
     _one_line_error(capsys, rc, "64px", "32px")
 
+    rc = evaluate.main(["--config", REACH, "--workdir", str(tmp_path / "h"), "--quiet", "--config.matmul_dtype=int8",
+                        f"--config.world_model={bundles['wm']}"])
+    _one_line_error(capsys, rc, "matmul_dtype", "int8")
+
+
+def test_bf16_plan_time_products_score_candidates_as_float32_does(bundles):
+    """config.matmul_dtype='bfloat16' loads the encoder and the predictor with bf16 products; the planner's energies
+    of the same candidates stay within bf16 rounding of float32's and pick a candidate float32 rates as good."""
+    from planning import cem, evaluate
+
+    setups = {d: evaluate.setup(_cfg(REACH, bundles["wm"], [f"--config.matmul_dtype={d}"])) for d in ("float32",
+                                                                                                  "bfloat16")}
+    assert setups["bfloat16"].model.predictor.cfg.matmul_dtype == "bfloat16"
+    assert setups["bfloat16"].model.encoder.cfg.matmul_dtype == "bfloat16"
+    assert setups["float32"].model.predictor.cfg.matmul_dtype is None
+    rng = np.random.default_rng(0)
+    space = setups["float32"].space
+    frames = rng.integers(0, 256, (2, 1, 64, 64, 3), dtype=np.uint8)
+    states = np.tile(np.array([0.0, 0.0, 0.1, np.pi, 0.0, 0.0, 0.5], np.float32), (2, 1, 1))
+    cands = np.asarray(space.clip(np.asarray(space.half_range) * rng.standard_normal((2, 32, 1, space.size))
+                                  .astype(np.float32)))
+    goals = rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    energies = {}
+    for d, s in setups.items():
+        planner = cem.LatentPlanner(s.model, s.space, s.cem, context=1)
+        energies[d] = np.asarray(planner.energies(frames, np.zeros((2, 0, space.dim), np.float32), states,
+                                                  planner.encode_goals(goals), cands))
+    f32, b16 = energies["float32"], energies["bfloat16"]
+    assert np.abs(b16 - f32).max() <= 1e-3 * np.abs(f32).mean()
+    assert not np.array_equal(b16, f32)  # the products did run in bfloat16
+    # the candidate bf16 picks is, by float32's energies, within a tenth of their spread of float32's pick
+    picked = f32[np.arange(2), b16.argmin(1)]
+    assert np.all(picked - f32.min(1) <= 0.1 * f32.std(1))
+
 
 def test_push_contact_start_stands_behind_the_cube():
     import planning.envs as envs

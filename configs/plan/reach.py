@@ -22,6 +22,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.steps = 8  # the step budget: success is judged after it
     c.context = 1  # observed frames the predictor sees per re-plan
     c.action = ml_collections.ConfigDict(dict(dims="auto", max_xyz=0.0))  # 0: the env's own step bound
+    # The world model's products at plan time: None (float32) or 'bfloat16' (bf16 operands, float32 accumulation;
+    # re-plans ~1.7x faster on CPUs with AMX / AVX512-BF16, energies within ~1e-4 relative; `jepa bench` measures it).
+    c.matmul_dtype = None
     c.cem = dataclasses.asdict(CEMConfig(samples=128, elites=12, iterations=3, horizon=1))
     c.methods = ["latent_cem", "oracle_cem", "random", "zero"]
     c.report = ml_collections.ConfigDict(dict(gifs=3, landscape_grid=21, correlation_samples=64))

@@ -22,6 +22,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.steps = 10  # re-plans; each executes one model step = frame_stride (5) env steps
     c.context = 2  # two observed frames: the arm's velocity is in them
     c.action = ml_collections.ConfigDict(dict(dims="all", max_xyz=0.0))  # every joint torque within the env's bounds
+    c.matmul_dtype = None  # the world model's products at plan time (see configs/plan/reach.py)
     c.cem = dataclasses.asdict(CEMConfig(samples=64, elites=8, iterations=3, horizon=2))
     c.methods = ["latent_cem", "oracle_cem", "random", "zero"]
     c.report = ml_collections.ConfigDict(dict(gifs=3, landscape_grid=21, correlation_samples=64))
