@@ -23,7 +23,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.context = 1  # observed frames the predictor sees per re-plan
     c.action = ml_collections.ConfigDict(dict(dims="auto", max_xyz=0.0))  # 0: the env's own step bound
     # The world model's products at plan time: None (float32) or 'bfloat16' (bf16 operands, float32 accumulation;
-    # re-plans ~1.7x faster on CPUs with AMX / AVX512-BF16, energies within ~1e-4 relative; `jepa bench` measures it).
+    # re-plans ~1.4-1.7x faster on CPUs with AMX / AVX512-BF16, energies within ~1e-4 relative; README: its success).
     c.matmul_dtype = None
     c.cem = dataclasses.asdict(CEMConfig(samples=128, elites=12, iterations=3, horizon=1))
     c.methods = ["latent_cem", "oracle_cem", "random", "zero"]

@@ -91,7 +91,7 @@ def median_seconds(fn: Callable[[], Any], timing: Timing) -> dict:
 
 
 REWARM_S = 1.0  # calls shorter than this are re-run REWARM_CALLS times, untimed, at the start of each turn in `compare`
-REWARM_CALLS = 3  # measured on the tiny forward after a 0.2 s pause: the project's first 2 calls ~1.5x slower, PyTorch's first 1
+REWARM_CALLS = 3  # after a 0.2 s pause the project's tiny forward runs ~1.5x slower for 2 calls, PyTorch's for 1
 
 
 def compare(fns: dict[str, Callable[[], Any]], timing: Timing) -> dict[str, dict]:
