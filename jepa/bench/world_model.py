@@ -107,8 +107,9 @@ def with_matmul_dtype(module, matmul_dtype: str | None):
     """The same module (parameters shared) with `matmul_dtype` in its config."""
     from flax import nnx
 
-    cfg = dataclasses.replace(module.cfg, matmul_dtype=matmul_dtype)
-    graphdef, _ = nnx.split(nnx.eval_shape(lambda: type(module)(cfg, rngs=nnx.Rngs(0))))
+    from jepa.models.io import abstract_model
+
+    graphdef, _ = nnx.split(abstract_model(module.cfg.replace(matmul_dtype=matmul_dtype)))
     return nnx.merge(graphdef, nnx.state(module))
 
 

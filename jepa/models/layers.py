@@ -228,6 +228,11 @@ def _attention_one(q: Array, k: Array, v: Array, mask: Array | None, matmul_dtyp
     return matmul(probs, v, matmul_dtype).astype(v.dtype)
 
 
+def _cast(x: Array, dtype) -> Array:
+    """x in `dtype` (an attention product's operand in its matmul dtype), or x as it is for dtype None."""
+    return x if dtype is None else x.astype(dtype)
+
+
 def _attention_batched(q: Array, k: Array, v: Array, mask: Array | None, matmul_dtype=None) -> Array:
     """All heads at once, for short sequences on CPU: [B, N, heads, hd] -> [B, Nq, heads, hd].
 
@@ -237,16 +242,15 @@ def _attention_batched(q: Array, k: Array, v: Array, mask: Array | None, matmul_
     the logits. The same function as softmax-then-weight (within float32 rounding; the max is a constant of the
     gradient, which it cancels from exactly). Measured on the planner's shapes (128 candidates x 2 heads x 65
     tokens): the forward 5x faster than the [B, N, heads, hd] einsums with a separate softmax."""
-    low = (lambda x: x) if matmul_dtype is None else (lambda x: x.astype(matmul_dtype))
     heads_first = lambda x: x.transpose(0, 2, 1, 3)
     q = q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
-    logits = jnp.einsum("bhqd,bhkd->bhqk", low(heads_first(q)), low(heads_first(k)),
+    logits = jnp.einsum("bhqd,bhkd->bhqk", _cast(heads_first(q), matmul_dtype), _cast(heads_first(k), matmul_dtype),
                         preferred_element_type=jnp.float32)
     if mask is not None:
         logits = jnp.where(mask, logits, jnp.float32(-0.7 * jnp.finfo(jnp.float32).max))
     weights = jnp.exp(logits - jax.lax.stop_gradient(logits.max(-1, keepdims=True)))
-    out = jnp.einsum("bhqk,bhkd->bhqd", low(weights.astype(v.dtype)), low(heads_first(v)),
-                     preferred_element_type=jnp.float32)
+    out = jnp.einsum("bhqk,bhkd->bhqd", _cast(weights.astype(v.dtype), matmul_dtype),
+                     _cast(heads_first(v), matmul_dtype), preferred_element_type=jnp.float32)
     out = out / weights.sum(-1, keepdims=True)
     return heads_first(out).astype(v.dtype)
 
@@ -255,12 +259,11 @@ def _attention_per_example(q: Array, k: Array, v: Array, mask: Array | None) -> 
     """float32 attention one example at a time, its heads batched (`_attention_batched` on [1, N, heads, hd]),
     rematerialised in the backward pass like `_attention_one`. Where one example's logits of all heads are a few MB
     (the small config: 6 heads x 512 tokens) this beats the per-head loop (measured: forward 1.4x, forward and
-    backward 1.2x): fewer, larger products and fewer loop iterations."""
+    backward 1.2x): fewer, larger products and fewer loop iterations. `mask`: None or 4-D [B or 1, heads or 1, Nq,
+    Nk]."""
     one = jax.checkpoint(lambda q, k, v, m: _attention_batched(q[None], k[None], v[None], m, None)[0])
     if mask is None:
         return jax.lax.map(lambda a: one(*a, None), (q, k, v))
-    mask = jnp.asarray(mask)
-    mask = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
     if mask.shape[0] == 1:
         return jax.lax.map(lambda a: one(*a, mask), (q, k, v))
     per = jnp.broadcast_to(mask, (q.shape[0],) + mask.shape[1:])
@@ -281,12 +284,15 @@ def attention(q: Array, k: Array, v: Array, mask: Array | None = None, matmul_dt
     where one example's heads' logits fit in `EXAMPLE_BYTES`, the loop goes example by example with the heads
     batched (`_attention_per_example`).
     """
-    low = (lambda x: x) if matmul_dtype is None else (lambda x: x.astype(matmul_dtype))
     if jax.default_backend() != "cpu":
-        out = jax.nn.dot_product_attention(low(q), low(k), low(v), mask=mask, scale=q.shape[-1] ** -0.5)
+        out = jax.nn.dot_product_attention(*(_cast(x, matmul_dtype) for x in (q, k, v)), mask=mask,
+                                           scale=q.shape[-1] ** -0.5)
         return out.astype(v.dtype)
     b, nq, h, hd = q.shape
     nk = k.shape[1]
+    if mask is not None:  # 4-D: [B or 1, heads or 1, Nq, Nk]
+        mask = jnp.asarray(mask)
+        mask = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
     if nq * nk < LOOP_MIN_HEAD or b * h * nq * nk * 4 < LOOP_BYTES:
         return _attention_batched(q, k, v, mask, matmul_dtype)
     if matmul_dtype is None and h * nq * nk * 4 <= EXAMPLE_BYTES:
@@ -296,8 +302,6 @@ def attention(q: Array, k: Array, v: Array, mask: Array | None = None, matmul_dt
     if mask is None:
         out = jax.lax.map(lambda a: _attention_one(*a, None, matmul_dtype), xs)
     else:
-        mask = jnp.asarray(mask)
-        mask = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
         if mask.shape[0] == 1 and mask.shape[1] == 1:
             shared = jnp.broadcast_to(mask[0, 0], (nq, nk))
             out = jax.lax.map(lambda a: _attention_one(*a, shared, matmul_dtype), xs)
