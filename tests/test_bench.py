@@ -44,6 +44,9 @@ def test_quick_bench_writes_its_report(quick_run):
     assert len(targets) >= 5
     for t in targets:
         assert math.isfinite(t["value"]) and t["value"] > 0, t
+    # the forward's and the step's ratio goals carry the XLA:CPU ceiling measured from their products alone
+    ceilings = {t["name"]: t["ceiling"] for t in targets if t["name"] in ("tiny forward vs PyTorch", "tiny step vs PyTorch")}
+    assert len(ceilings) == 2 and all(math.isfinite(c) and c > 0 for c in ceilings.values()), ceilings
     md = (out / "BENCHMARKS.md").read_text()
     assert md.startswith("# Benchmarks") and "## Machine" in md and "## Targets" in md
     assert "f32 matmul peak" in md and "jax" in md
@@ -55,3 +58,20 @@ def test_bench_refuses_an_unknown_benchmark(capfd):
     assert main(["bench", "--only", "nope"]) == 2
     err = capfd.readouterr().err
     assert "unknown benchmarks ['nope']" in err and "Traceback" not in err
+
+
+def test_products_alone_are_timed_in_both_frameworks_and_sum_their_flops():
+    """`jepa.bench.products` times each shape of a product list in XLA and in PyTorch and sums count x time: the
+    FLOPs are the list's, every shape gets a positive time, and doubling a product's count adds its time again."""
+    from jepa.bench.products import _calls, time_products
+    from jepa.train.flops import Product
+
+    prods = [Product(64, 32, 48, count=3), Product(16, 8, 16, count=4, group=2), Product(64, 32, 48)]
+    out = time_products(prods, threads=1)
+    assert out["flops"] == sum(p.flops for p in prods) == 2 * (4 * 64 * 32 * 48 + 4 * 16 * 8 * 16)
+    assert len(out["shapes"]) == 2 and {s["count"] for s in out["shapes"]} == {4}
+    assert all(s["jax_flops_per_s"] > 0 and s["torch_flops_per_s"] > 0 for s in out["shapes"])
+    assert out["jax_s"] > 0 and out["torch_s"] > 0
+    # small products are repeated within a call; a large one runs alone, and a group too large to batch is not
+    assert max(_calls(64, 32, 48, 1)) > 1 and _calls(4096, 4096, 4096, 1) == [1]
+    assert max(_calls(1568, 64, 1568, 24)) < 24

@@ -116,6 +116,43 @@ def test_gradient_accumulation_matches_full_batch_and_bf16_runs():
     assert np.isfinite(loss_mixed) and 0 < abs(loss_mixed - loss1) < 0.01
 
 
+def _dot_flops(jaxpr) -> int:
+    """FLOPs of every dot_general in a jaxpr and the jaxprs it calls (scan bodies times their length)."""
+    import math
+
+    from jax.extend import core as jcore
+
+    total = 0
+    for e in jaxpr.eqns:
+        if e.primitive.name == "dot_general":
+            (contract, _), _ = e.params["dimension_numbers"]
+            lhs = e.invars[0].aval.shape
+            total += 2 * math.prod(e.outvars[0].aval.shape) * math.prod(lhs[i] for i in contract)
+        times = e.params["length"] if e.primitive.name == "scan" else 1
+        for v in e.params.values():
+            for sub in v if isinstance(v, (tuple, list)) else (v,):
+                sub = sub.jaxpr if isinstance(sub, jcore.ClosedJaxpr) else sub
+                if isinstance(sub, jcore.Jaxpr):
+                    flops = _dot_flops(sub)
+                    assert not (flops and e.primitive.name == "while"), "products inside a while loop"
+                    total += times * flops
+    return total
+
+
+def test_step_flops_are_the_flops_of_every_product_of_the_step():
+    """`step_flops` (the MFU's numerator, and the product list the benchmark's XLA:CPU ceiling times) counts exactly
+    the matrix products the train step's program does: every dot_general of its jaxpr (forward, backward, scanned
+    blocks). Batch 2 keeps attention on the batched path (no rematerialised products)."""
+    import jax
+
+    from jepa.config import load_config
+    from jepa.train.pretrain import abstract_state, batch_spec, build, step_flops, train_step
+
+    exp = build(load_config(CONFIG, ["--config.reg.on=[]", "--config.train.batch_size=2"]))
+    jaxpr = jax.make_jaxpr(lambda s, b: train_step(s, b, exp))(abstract_state(exp)[0], batch_spec(exp)).jaxpr
+    assert _dot_flops(jaxpr) == step_flops(exp, 2) > 0
+
+
 def test_variance_covariance_regulariser():
     import jax
     import jax.numpy as jnp

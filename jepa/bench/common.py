@@ -126,19 +126,22 @@ def compare(fns: dict[str, Callable[[], Any]], timing: Timing) -> dict[str, dict
 # --- Results ------------------------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class Target:
-    """A goal of the benchmark: `value` (a ratio) against `goal`; met when value >= goal."""
+    """A goal of the benchmark: `value` (a ratio) against `goal`; met when value >= goal. `ceiling`: the largest
+    value any XLA:CPU program could reach here, where the benchmark measures one (`jepa.bench.products`)."""
 
     name: str
     value: float
     goal: float
     unit: str = "x"
+    ceiling: float | None = None
 
     @property
     def met(self) -> bool:
         return bool(self.value >= self.goal)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "value": self.value, "goal": self.goal, "unit": self.unit, "met": self.met}
+        return {"name": self.name, "value": self.value, "goal": self.goal, "unit": self.unit, "met": self.met,
+                "ceiling": self.ceiling}
 
 
 @dataclasses.dataclass

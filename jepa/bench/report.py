@@ -61,9 +61,15 @@ def markdown(run: dict, sections: list[Section], errors: dict[str, str]) -> str:
     if targets or errors:
         met = sum(t.met for t in targets)
         lines += ["## Targets", "", f"{met} of {len(targets)} met.", ""]
-        lines += _table(["target", "measured", "goal", "met"],
-                        [[t.name, _value(t.value, t.unit), ">= " + _value(t.goal, t.unit), "yes" if t.met else "**no**"]
-                         for t in targets])
+        lines += _table(["target", "measured", "goal", "met", "XLA:CPU ceiling"],
+                        [[t.name, _value(t.value, t.unit), ">= " + _value(t.goal, t.unit), "yes" if t.met else "**no**",
+                          "-" if t.ceiling is None else _value(t.ceiling, t.unit)
+                          + (" (goal above it)" if t.ceiling < t.goal else "")] for t in targets])
+        above = [t for t in targets if t.ceiling is not None and t.ceiling < t.goal]
+        lines += ["", "XLA:CPU ceiling: the largest value any XLA:CPU float32 program could reach here: for the "
+                  "forward and the step, from the time XLA takes for the program's matrix products alone at their "
+                  "own shapes; for planning, from the re-plan's FLOPs at the machine's matmul peak (see each "
+                  "section)." + (f" Goals above their ceiling: {len(above)} of {len(targets)}." if above else "")]
         lines.append("")
     for key, err in errors.items():
         lines += [f"## {key}: failed", "", "```", err.rstrip(), "```", ""]

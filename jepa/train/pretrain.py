@@ -35,7 +35,7 @@ from jepa.masking import BlockSpec, MultiBlockMasker
 from jepa.models import Predictor, PredictorConfig, ViTConfig, VisionTransformer
 from jepa.train import optim
 from jepa.train.checkpoint import Checkpointer, StopSignal
-from jepa.train.flops import peak_flops_per_device, transformer_flops
+from jepa.train.flops import Product, linear_products, peak_flops_per_device, transformer_products
 from jepa.train.logging import RunLogger
 from jepa.train.state import NonFiniteError, base_shardings, create, with_shardings
 
@@ -299,17 +299,29 @@ def compile_step(exp: Experiment, shard: dict, batch_spec: dict, abstract: dict 
     return compiled, info
 
 
-def step_flops(exp: Experiment, batch: int) -> float:
-    """Analytic training FLOPs of one step: 3x forward for the trained encoder/predictor passes, 1x target."""
+def step_products(exp: Experiment, batch: int) -> list[Product]:
+    """The matrix products of one train step by shape: the target encoder's forward on the clip; per mask
+    generator the context encoder (tubelet embedding of the clip, blocks on the context tokens) and the predictor
+    (embedding of the context tokens, blocks on context and target tokens, projection of the targets), each with
+    its backward pass (no input gradient for the embedding of the video)."""
     e, p = exp.encoder, exp.predictor
     n = math.prod(exp.grid)
-    patch = 2 * n * (e.tubelet_size * e.patch_size ** 2 * e.in_chans) * e.width
-    total = transformer_flops(n, e.width, e.depth, e.mlp_dim) + patch  # target encoder, forward only
+    patch_in = e.tubelet_size * e.patch_size ** 2 * e.in_chans
+    out = linear_products(batch * n, patch_in, e.width)
+    out += transformer_products(batch, n, e.width, e.depth, e.mlp_dim, e.num_heads)
     for kc, kt in exp.masker.sizes:
-        fwd = transformer_flops(kc, e.width, e.depth, e.mlp_dim) + patch
-        fwd += transformer_flops(kc + kt, p.width, p.depth, p.mlp_dim) + 2 * (kc + kt) * 2 * e.width * p.width
-        total += 3 * fwd
-    return batch * total
+        out += linear_products(batch * n, patch_in, e.width, backward=True, input_grad=False)
+        out += transformer_products(batch, kc, e.width, e.depth, e.mlp_dim, e.num_heads, backward=True)
+        out += linear_products(batch * kc, e.width, p.width, backward=True)
+        out += transformer_products(batch, kc + kt, p.width, p.depth, p.mlp_dim, p.num_heads, backward=True)
+        out += linear_products(batch * kt, p.width, e.width, backward=True)
+    return out
+
+
+def step_flops(exp: Experiment, batch: int) -> float:
+    """Analytic training FLOPs of one step: the matmuls of `step_products` (the forward of every pass, and twice
+    that for the backward of the trained ones)."""
+    return sum(prod.flops for prod in step_products(exp, batch))
 
 
 # --- Data ----------------------------------------------------------------------------------------------------
