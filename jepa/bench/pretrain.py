@@ -7,8 +7,9 @@ Sections:
   step:    `common.JaxStep` (the project's compiled train step) vs `torch_ref.TorchStep` on the same batch; on the
            tiny case `torch_ref.check_same_work` first proves both do the same work (losses and parameter updates
            of the first steps agree with the same initial weights).
-Figures: clips/s of each, their ratio (project / PyTorch: > 1 means the project is faster), and the fraction of the
-machine's measured f32 matmul peak each reaches with the same analytic FLOPs (`jepa.train.flops`).
+Figures: clips/s of each, their ratio (project / PyTorch: > 1 means the project is faster), the fraction of the
+machine's measured f32 matmul peak each reaches with the same analytic FLOPs (`jepa.train.flops`), and the XLA:CPU
+ceiling: PyTorch's time over the time XLA takes for the same matrix products alone (`jepa.bench.products`).
 """
 from __future__ import annotations
 
