@@ -62,7 +62,7 @@ def test_bench_refuses_an_unknown_benchmark(capfd):
 
 def test_products_alone_are_timed_in_both_frameworks_and_sum_their_flops():
     """`jepa.bench.products` times each shape of a product list in XLA and in PyTorch and sums count x time: the
-    FLOPs are the list's, every shape gets a positive time, and doubling a product's count adds its time again."""
+    FLOPs are the list's, alike products are timed once with their counts added, every shape gets a positive time."""
     from jepa.bench.products import _calls, time_products
     from jepa.train.flops import Product
 

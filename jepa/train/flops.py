@@ -19,13 +19,6 @@ PEAK_FLOPS = {
 }
 
 
-def transformer_flops(tokens: int, width: int, depth: int, mlp_dim: int) -> float:
-    """Forward FLOPs of `depth` pre-LN blocks over `tokens` tokens (per example)."""
-    dense = 2 * tokens * (4 * width * width + 2 * width * mlp_dim)
-    attn = 2 * 2 * tokens * tokens * width
-    return depth * (dense + attn)
-
-
 @dataclasses.dataclass(frozen=True)
 class Product:
     """`count` matrix products [m, k] x [k, n]; `group` of them are alike and independent (one layer's attention
@@ -58,7 +51,7 @@ def transformer_products(batch: int, tokens: int, width: int, depth: int, mlp_di
                          backward: bool = False) -> list[Product]:
     """The products of `depth` pre-LN blocks over [batch, tokens, width] (qkv, projection, MLP; per head q k^T and
     p v), and with `backward` those of the backward pass (per head: dp = do v^T, dv = p^T do, dq = ds k,
-    dk = ds^T q). Their FLOPs are `batch * transformer_flops(...)` (times 3 with `backward`)."""
+    dk = ds^T q): 3x the forward's FLOPs."""
     rows, hd, g = batch * tokens, width // heads, batch * heads
     out = []
     for fan_in, fan_out in ((width, 3 * width), (width, width), (width, mlp_dim), (mlp_dim, width)):
@@ -67,6 +60,11 @@ def transformer_products(batch: int, tokens: int, width: int, depth: int, mlp_di
     if backward:
         out += [Product(tokens, hd, tokens, depth * g, g), Product(tokens, tokens, hd, 3 * depth * g, g)]
     return out
+
+
+def transformer_flops(tokens: int, width: int, depth: int, mlp_dim: int) -> float:
+    """Forward FLOPs of `depth` pre-LN blocks over `tokens` tokens (per example; the head count does not change them)."""
+    return sum(p.flops for p in transformer_products(1, tokens, width, depth, mlp_dim, heads=1))
 
 
 def peak_flops_per_device(override_tflops: float = 0.0) -> float | None:
